@@ -1,0 +1,65 @@
+# The two commands of the README: `make demo` (main job) and `make test`.
+# Both run `make setup` first, which is idempotent and prepares a fresh machine.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+CLANG ?= clang
+BPFTOOL ?= $(shell command -v bpftool || echo /usr/sbin/bpftool)
+BTF ?= /sys/kernel/btf/vmlinux
+DEB_PACKAGES := clang llvm libbpf-dev bpftool iproute2 nftables ethtool
+BPF_OUT := capture/_bpf
+BPF_SRC := $(wildcard bpf/*.bpf.c)
+BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -I build -I bpf
+
+.PHONY: setup deb tracefs venv bpf demo test test-unit bench clean
+
+setup: deb tracefs venv bpf
+
+# Debian packages the probes are built with; installed only when missing.
+deb:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# Tracepoints "do not exist" until tracefs is mounted.
+tracefs:
+	@mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+# vmlinux.h is generated from this host's BTF, not committed: CO-RE relocations
+# make the objects run on other kernels with BTF.
+build/vmlinux.h:
+	@mkdir -p build
+	$(BPFTOOL) btf dump file $(BTF) format c > $@
+
+bpf: $(BPF_OBJ)
+
+$(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/%.h bpf/common.h bpf/common.bpf.h build/vmlinux.h
+	@mkdir -p $(BPF_OUT)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+demo: setup
+	$(VENV)/bin/slocap record --out runs/demo --duration 10 --demo-traffic
+
+test: setup
+	$(VENV)/bin/pytest
+
+test-unit: venv
+	$(VENV)/bin/pytest -m "not kernel"
+
+bench: setup
+	$(PY) bench/drain.py
+
+clean:
+	rm -rf build $(BPF_OUT)

@@ -1,0 +1,1 @@
+"""sloan: the analyzer. Opens run directories with DuckDB."""

@@ -1,0 +1,1 @@
+"""slocap: the recorder. Loads CO-RE eBPF probes and writes run directories."""

@@ -1,0 +1,1 @@
+"""The incident lab: workloads and fault scenarios that produce labelled runs."""
