@@ -45,7 +45,7 @@ build/vmlinux.h:
 
 bpf: $(BPF_OBJ)
 
-$(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/%.h bpf/common.h bpf/common.bpf.h build/vmlinux.h
+$(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/%.h $(wildcard bpf/*.h) build/vmlinux.h
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
