@@ -25,11 +25,12 @@ static __always_inline void read_tuple(const struct sock *sk, struct tuple *t)
 	__builtin_memset(t->saddr, 0, sizeof(t->saddr));
 	__builtin_memset(t->daddr, 0, sizeof(t->daddr));
 	if (t->family == AF_INET) {
-		BPF_CORE_READ_INTO(t->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(t->daddr, sk, __sk_common.skc_daddr);
+		/* explicit sizes: BPF_CORE_READ_INTO would copy one byte into a u8 array */
+		bpf_core_read(t->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(t->daddr, 4, &sk->__sk_common.skc_daddr);
 	} else if (t->family == AF_INET6) {
-		BPF_CORE_READ_INTO(t->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(t->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		bpf_core_read(t->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(t->daddr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
 }
 

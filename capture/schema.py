@@ -1,0 +1,92 @@
+"""Arrow schema of the run directory's tables, and vectorized column helpers."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+import pyarrow as pa
+
+KERNEL_EVENTS = pa.schema([
+    pa.field("ts_ns", pa.int64(), nullable=False),  # wall clock, ns since the epoch
+    pa.field("signal", pa.string(), nullable=False),
+    pa.field("pid", pa.int32()),
+    pa.field("tid", pa.int32()),
+    pa.field("comm", pa.string()),
+    pa.field("cgroup_id", pa.uint64()),
+    pa.field("pod", pa.string()),
+    pa.field("namespace", pa.string()),
+    pa.field("container", pa.string()),
+    pa.field("node", pa.string()),
+    pa.field("saddr", pa.string()),
+    pa.field("daddr", pa.string()),
+    pa.field("sport", pa.int32()),
+    pa.field("dport", pa.int32()),
+    pa.field("family", pa.int32()),
+    pa.field("value_ns", pa.int64()),  # latency; null for count-like signals
+    pa.field("detail", pa.string()),  # DNS name, TCP state ...
+    pa.field("errno", pa.int32()),  # connect: sk_err; dns: getaddrinfo's EAI code
+    pa.field("trace_id", pa.string()),
+    pa.field("span_id", pa.string()),
+])
+
+AF_INET = 2
+AF_INET6 = 10
+
+# include/net/tcp_states.h
+TCP_STATES = {
+    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+    6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
+    11: "CLOSING", 12: "NEW_SYN_RECV",
+}
+
+
+def strings_by_unique(values: np.ndarray, decode) -> pa.Array:
+    """Converts each distinct value once: comms, names and addresses repeat a lot."""
+    if len(values) == 0:
+        return pa.array([], pa.string())
+    uniq, inverse = np.unique(values, return_inverse=True)
+    dictionary = pa.array([decode(u) for u in uniq], pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(inverse.astype(np.int32)), dictionary).cast(pa.string())
+
+
+def c_strings(raw: np.ndarray) -> pa.Array:
+    """NUL-terminated char arrays (numpy 'S' dtype) to UTF-8 strings."""
+    return strings_by_unique(raw, lambda b: bytes(b).decode("utf-8", "replace"))
+
+
+def addresses(family: np.ndarray, raw: np.ndarray) -> pa.Array:
+    """16-byte address fields (v4 in the first 4 bytes) to text, null for other families."""
+    keyed = np.empty(len(family), dtype=[("family", "<u2"), ("addr", "V16")])
+    keyed["family"] = family
+    keyed["addr"] = np.ascontiguousarray(raw).view("V16").ravel()
+
+    def fmt(key) -> str | None:
+        fam, addr = int(key["family"]), bytes(key["addr"])
+        if fam == AF_INET:
+            return str(ipaddress.IPv4Address(addr[:4]))
+        if fam == AF_INET6:
+            return str(ipaddress.IPv6Address(addr))
+        return None
+
+    return strings_by_unique(keyed, fmt)
+
+
+def tcp_state_names(states: np.ndarray) -> pa.Array:
+    return strings_by_unique(states, lambda s: TCP_STATES.get(int(s), f"STATE_{int(s)}"))
+
+
+def constant(value, n: int, type_: pa.DataType) -> pa.Array:
+    return pa.nulls(n, type_) if value is None else pa.array(np.full(n, value), type_)
+
+
+def kernel_events_table(columns: dict[str, pa.Array | np.ndarray], n: int) -> pa.Table:
+    """Builds a kernel_events table: missing columns become nulls, types are enforced."""
+    arrays = []
+    for field in KERNEL_EVENTS:
+        col = columns.get(field.name)
+        if col is None:
+            arrays.append(pa.nulls(n, field.type))
+        else:
+            arrays.append(pa.array(col, field.type) if isinstance(col, np.ndarray) else col.cast(field.type))
+    return pa.Table.from_arrays(arrays, schema=KERNEL_EVENTS)

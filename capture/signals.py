@@ -1,0 +1,107 @@
+"""The signals the recorder knows: which object, which hooks, how a record
+becomes kernel_events columns.
+
+Adding a signal is one `bpf/<name>.bpf.c` + `bpf/<name>.h` and one `Signal`
+entry here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from capture import schema as S
+
+OBJECT_DIR = Path(__file__).resolve().parent / "_bpf"
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+
+
+@dataclass(frozen=True)
+class Hook:
+    program: str
+    kind: str  # "tracepoint" (tp/, tp_btf/, raw_tp/ by section) | "uprobe" | "uretprobe"
+    target: str  # what is hooked, as a human reads it
+    function: str = ""  # uprobes: the symbol
+
+
+@dataclass(frozen=True)
+class Signal:
+    name: str
+    struct: str
+    hooks: tuple[Hook, ...]
+    to_columns: Callable[[np.ndarray], dict]
+    rodata: dict = field(default_factory=dict)  # config key → .rodata setting
+
+    @property
+    def object_path(self) -> Path:
+        return OBJECT_DIR / f"{self.name}.bpf.o"
+
+    def hook_names(self, libc: str = LIBC) -> list[str]:
+        return [f"{h.kind}:{libc}:{h.function}" if h.function else h.target for h in self.hooks]
+
+
+def _header_columns(r: np.ndarray) -> dict:
+    return {
+        "pid": r["pid"].astype(np.int32),
+        "tid": r["tid"].astype(np.int32),
+        "comm": S.c_strings(r["comm"]),
+        "cgroup_id": r["cgroup_id"],
+    }
+
+
+def _tuple_columns(r: np.ndarray) -> dict:
+    return {
+        "saddr": S.addresses(r["family"], r["saddr"]),
+        "daddr": S.addresses(r["family"], r["daddr"]),
+        # a failed connect has released its port before the CLOSE transition
+        "sport": pa.array(r["sport"].astype(np.int32), mask=r["sport"] == 0),
+        "dport": r["dport"].astype(np.int32),
+        "family": r["family"].astype(np.int32),
+    }
+
+
+def _dns_columns(r: np.ndarray) -> dict:
+    return {**_header_columns(r), "value_ns": r["latency_ns"].astype(np.int64),
+            "detail": S.c_strings(r["name"]), "errno": r["ret"]}
+
+
+def _retransmit_columns(r: np.ndarray) -> dict:
+    return {**_header_columns(r), **_tuple_columns(r), "detail": S.tcp_state_names(r["state"])}
+
+
+def _connect_columns(r: np.ndarray) -> dict:
+    return {**_header_columns(r), **_tuple_columns(r), "value_ns": r["latency_ns"].astype(np.int64),
+            "detail": S.tcp_state_names(r["new_state"]), "errno": r["err"]}
+
+
+SIGNALS: dict[str, Signal] = {
+    s.name: s
+    for s in (
+        Signal(
+            name="dns",
+            struct="dns_event",
+            hooks=(
+                Hook("getaddrinfo_enter", "uprobe", "uprobe:libc:getaddrinfo", "getaddrinfo"),
+                Hook("getaddrinfo_exit", "uretprobe", "uretprobe:libc:getaddrinfo", "getaddrinfo"),
+            ),
+            to_columns=_dns_columns,
+            rodata={"dns_min_latency_ns": "min_latency_ns"},
+        ),
+        Signal(
+            name="retransmit",
+            struct="retransmit_event",
+            hooks=(Hook("tcp_retransmit_skb", "tracepoint", "tp_btf/tcp_retransmit_skb"),),
+            to_columns=_retransmit_columns,
+        ),
+        Signal(
+            name="connect",
+            struct="connect_event",
+            hooks=(Hook("inet_sock_set_state", "tracepoint", "tp_btf/inet_sock_set_state"),),
+            to_columns=_connect_columns,
+        ),
+    )
+}
