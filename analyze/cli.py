@@ -1,0 +1,128 @@
+"""sloan: the analyzer's command line. Parses options, calls one library
+function, renders the result; errors are translated here and only here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from capture.errors import ExitCode, SloError
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def render_arrow(table, title: str | None = None):
+    """An Arrow table as a rich Table, numbers right-aligned."""
+    import pyarrow as pa
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for field in table.schema:
+        numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+        t.add_column(field.name, justify="right" if numeric else "left")
+    for row in table.to_pylist():
+        t.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+                    for v in row.values()))
+    return t
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SloError as exc:
+            from rich.console import Console
+
+            err = Console(stderr=True, highlight=False)
+            err.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+            if exc.hint:
+                err.print(f"  {exc.hint}", soft_wrap=True)
+            sys.exit(ExitCode.USER)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="llm-slo-ebpf-toolkit")
+def main() -> None:
+    """Analyze run directories recorded by slocap, offline, with DuckDB.
+
+    \b
+    Views: kernel_events (one row per kernel event), runs (one row per manifest).
+    Example:
+      sloan sql "SELECT signal, count(*) FROM kernel_events GROUP BY 1" --runs runs
+    """
+
+
+@main.command()
+@click.argument("query", required=False)
+@click.option("--runs", "runs_paths", multiple=True, type=click.Path(path_type=Path),
+              default=[Path("runs")], show_default=True,
+              help="Run directory or runs root (repeatable); every run below it is opened.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the result to this file instead of the terminal (needed for parquet).")
+@click.option("--skip-bad", is_flag=True, help="Skip corrupt or incomplete files, name them, open the rest.")
+def sql(query: str | None, runs_paths: tuple[Path, ...], fmt: str, output: Path | None, skip_bad: bool) -> None:
+    """Run SQL over the views; without QUERY, an interactive shell.
+
+    \b
+    Examples:
+      sloan sql "SELECT * FROM runs" --runs runs
+      sloan sql "SELECT * FROM kernel_events WHERE signal = 'dns'" --format csv -o dns.csv
+    """
+    import duckdb
+    from rich.console import Console
+
+    from analyze.session import open_runs
+    from analyze.export import write_result
+
+    runs = open_runs(list(runs_paths), skip_bad=skip_bad)
+    err = Console(stderr=True, highlight=False)
+    for s in runs.skipped:
+        err.print(f"[yellow]skipped:[/] {s}")
+    if query is None:
+        _shell(runs.con)
+        return
+    try:
+        relation = runs.con.sql(query)
+        result = relation.to_arrow_table() if relation is not None else None
+    except duckdb.Error as exc:
+        raise SloError(f"query failed: {exc}", "the views are kernel_events and runs; try: DESCRIBE kernel_events") from None
+    if result is None:  # a statement without rows (CREATE, SET ...)
+        return
+    if fmt == "table" and output is None:
+        Console(highlight=False).print(render_arrow(result))
+        return
+    if fmt == "parquet" and output is None:
+        raise click.UsageError("--format parquet needs --output FILE")
+    text = write_result(result, fmt if fmt != "table" else "csv", output)
+    if text is not None:
+        click.echo(text, nl=False)
+
+
+def _shell(con) -> None:
+    """A small SQL prompt: statements end with ';', .quit or Ctrl-D leaves."""
+    import duckdb
+    from rich.console import Console
+
+    c = Console(highlight=False)
+    c.print("sloan SQL shell: views kernel_events, runs. End statements with ';'. .quit to leave.")
+    buf = ""
+    while True:
+        try:
+            line = input("sloan> " if not buf else "  ...> ")
+        except EOFError:
+            break
+        if line.strip() in (".quit", ".exit") and not buf:
+            break
+        buf += line + "\n"
+        if not buf.strip().endswith(";"):
+            continue
+        try:
+            relation = con.sql(buf)
+            if relation is not None:
+                c.print(render_arrow(relation.to_arrow_table()))
+        except duckdb.Error as exc:
+            c.print(f"[red]error:[/] {exc}")
+        buf = ""

@@ -1,0 +1,189 @@
+"""slocap: the recorder's command line. Parses options, calls one library
+function, renders the result; errors are translated here and only here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from capture.errors import ExitCode, SloError
+
+SIGNAL_NAMES = ("dns", "retransmit", "connect")
+
+
+def _fail(exc: SloError) -> None:
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    err.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+    if exc.hint:
+        err.print(f"  {exc.hint}", soft_wrap=True)
+    sys.exit(ExitCode.USER)
+
+
+class _Group(click.Group):
+    """Turns SloError into one clear message and exit code 1, no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SloError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show libbpf's own log and debug messages.")
+@click.version_option(package_name="llm-slo-ebpf-toolkit")
+def main(verbose: bool) -> None:
+    """Record kernel evidence of LLM SLO misses into a run directory.
+
+    \b
+    Start with:   slocap doctor            what this host supports
+    Then:         slocap record --out runs --duration 60
+    Analyze with: sloan sql "SELECT signal, count(*) FROM kernel_events GROUP BY 1" runs
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(name)s: %(message)s")
+    logging.getLogger("capture.libbpf").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--libc", default=None, help="libc to probe for DNS (default: the system's).")
+def doctor(as_json: bool, libc: str | None) -> None:
+    """Check privilege, BTF, tracefs, libbpf and BCC, and try every probe.
+
+    Each signal's hooks are really loaded and attached, then detached. The mode
+    is core_full when every signal works through CO-RE, bcc_degraded when BTF
+    is missing but BCC is there, unavailable when nothing can record.
+    """
+    from capture.doctor import diagnose
+    from capture.signals import LIBC
+
+    d = diagnose(libc or LIBC)
+    if as_json:
+        click.echo(json.dumps(d.to_dict(), indent=2))
+    else:
+        _render_doctor(d)
+    if d.mode == "unavailable":
+        sys.exit(ExitCode.USER)
+
+
+def _render_doctor(d) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console(highlight=False)
+    ok = lambda b: "[green]yes[/]" if b else "[red]no[/]"  # noqa: E731
+    c.print(f"root            {ok(d.root)}   capabilities: "
+            + ", ".join(f"{k} {ok(v)}" for k, v in d.capabilities.items()))
+    c.print(f"kernel BTF      {ok(d.btf)}   {d.btf_path}")
+    c.print(f"tracefs         {d.tracefs}")
+    c.print(f"libbpf          {d.libbpf or '[red]missing[/]'}")
+    c.print(f"BCC (degraded)  {ok(d.bcc)}")
+    t = Table("signal", "available", "hooks", "error")
+    for name, s in d.signals.items():
+        t.add_row(name, ok(s.available), "\n".join(s.hooks), s.error or "")
+    c.print(t)
+    c.print(f"mode: [bold]{d.mode}[/]")
+    for note in d.notes:
+        c.print(f"note: {note}")
+
+
+def _parse_signals(value: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in value.split(",") if s.strip())
+    unknown = [n for n in names if n not in SIGNAL_NAMES]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown signal {unknown[0]!r}; choose from {', '.join(SIGNAL_NAMES)}" if unknown
+            else "name at least one signal")
+    return names
+
+
+@main.command()
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Runs root; the run goes to OUT/tag=TAG/scenario=SCENARIO/run=ID/.")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=None,
+              help="Seconds to record; until Ctrl-C when not given.")
+@click.option("--signals", "signals", default=None,
+              help=f"Comma-separated subset of {','.join(SIGNAL_NAMES)} (default: config signal_set).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON config merged over config/defaults.json.")
+@click.option("--tag", default="adhoc", show_default=True, help="Release tag the run belongs to.")
+@click.option("--scenario", default="adhoc", show_default=True, help="Scenario name of the run.")
+@click.option("--libc", default=None, help="libc to probe for DNS (default: the system's).")
+def record(out: Path, duration: float | None, signals: str | None, config_path: Path | None,
+           tag: str, scenario: str, libc: str | None) -> None:
+    """Record kernel events into a new run directory.
+
+    Live counts per signal on a terminal (events/s, drops, bytes written),
+    quiet otherwise. Ctrl-C or SIGTERM stops cleanly: part files already
+    written stay valid and the manifest says complete: false.
+
+    \b
+    Example:
+      slocap record --out runs --duration 30 --signals dns,connect
+    """
+    from capture.config import load_config
+    from capture.preflight import check_host
+    from capture.recorder import Recorder, RecordOptions, Stop
+    from capture.signals import LIBC
+
+    cfg = load_config(config_path)
+    chosen = _parse_signals(signals) if signals else tuple(
+        s for s in cfg["signal_set"]["enabled"] if s in SIGNAL_NAMES)
+    check_host()
+    stop = Stop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda num, _f: stop.request(signal.Signals(num).name))
+    rec = Recorder(RecordOptions(runs_root=out, signals=chosen, config=cfg, duration_s=duration,
+                                 tag=tag, scenario=scenario, libc=libc or LIBC))
+    result = _run_with_status(rec, stop)
+    _render_result(result)
+
+
+def _run_with_status(rec, stop):
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:
+        return rec.run(stop)
+
+    def table(snap) -> Table:
+        t = Table(title=f"recording {snap.elapsed_s:5.1f}s → {rec.run_dir}", title_justify="left")
+        for col in ("signal", "events/s", "seen", "written", "dropped"):
+            t.add_column(col, justify="right" if col != "signal" else "left")
+        for name, c in snap.counts.items():
+            t.add_row(name, f"{snap.rates[name]:,.0f}", f"{c.seen:,}", f"{c.written:,}",
+                      f"[red]{c.dropped:,}[/]" if c.dropped else "0")
+        t.caption = f"{snap.bytes_written / 1e6:.2f} MB in {snap.parts} part(s) · Ctrl-C stops"
+        return t
+
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        return rec.run(stop, on_progress=lambda snap: live.update(table(snap)))
+
+
+def _render_result(result) -> None:
+    from rich.console import Console
+
+    from analyze.cli import render_arrow
+    from analyze.summary import events_by_signal
+
+    c = Console(highlight=False)
+    for name, err in result.attach_errors.items():
+        c.print(f"[yellow]warning:[/] {name} was not recorded: {err}")
+    status = "complete" if result.complete else f"[yellow]cut short ({result.stop_reason})[/]"
+    c.print(f"run {status}: [bold]{result.run_dir}[/]")
+    drops = sum(x.dropped for x in result.counts.values())
+    written = sum(x.written for x in result.counts.values())
+    c.print(f"{written:,} kernel events written, {drops:,} dropped, "
+            f"{result.bytes_written / 1e6:.2f} MB")
+    c.print(render_arrow(events_by_signal(result.run_dir), title="first look: events by signal"))
+    c.print(f"explore: sloan sql \"SELECT * FROM kernel_events LIMIT 20\" --runs {result.run_dir}")

@@ -1,0 +1,92 @@
+"""slocap doctor: what this host supports, each hook really loaded and attached."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from capture import _libbpf
+from capture import preflight as P
+from capture.errors import CaptureError
+from capture.probe import LoadedSignal
+from capture.signals import LIBC, SIGNALS
+
+BCC_PATHS = (Path("/usr/lib/python3/dist-packages/bcc"),)
+# the signals BCC can record when BTF is missing
+BCC_SIGNALS = ("dns", "retransmit")
+
+
+@dataclass
+class SignalStatus:
+    available: bool
+    hooks: list[str]
+    error: str | None = None
+
+
+@dataclass
+class Diagnosis:
+    root: bool
+    capabilities: dict[str, bool]
+    btf: bool
+    btf_path: str
+    tracefs: str  # "mounted" | "mountable" | "unavailable"
+    libbpf: str | None
+    bcc: bool
+    signals: dict[str, SignalStatus] = field(default_factory=dict)
+    mode: str = "unavailable"
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _libbpf_version() -> str | None:
+    try:
+        return _libbpf.version()
+    except OSError:
+        return None
+
+
+def _try_signal(name: str, libc: str) -> SignalStatus:
+    sig = SIGNALS[name]
+    hooks = sig.hook_names(libc)
+    try:
+        probe = LoadedSignal(sig, ring_bytes=1 << 16, wakeup_bytes=1 << 15, libc=libc)
+    except CaptureError as exc:
+        return SignalStatus(False, hooks, exc.message)
+    probe.close()
+    return SignalStatus(True, hooks)
+
+
+def diagnose(libc: str = LIBC) -> Diagnosis:
+    caps = P.effective_caps()
+    privileged = all(caps.values())
+    tracefs = "mounted" if P.tracefs_mounted() else "mountable" if P.tracefs_mountable() else "unavailable"
+    d = Diagnosis(
+        root=os.geteuid() == 0, capabilities=caps, btf=P.BTF_PATH.exists(), btf_path=str(P.BTF_PATH),
+        tracefs=tracefs, libbpf=_libbpf_version(), bcc=any(p.is_dir() for p in BCC_PATHS))
+    if privileged and d.btf and tracefs == "mountable":
+        try:
+            P.ensure_tracefs()
+            d.tracefs = "mounted"
+            d.notes.append(f"mounted tracefs at {P.TRACEFS}")
+        except CaptureError as exc:
+            d.notes.append(exc.message)
+    for name in SIGNALS:
+        if not privileged:
+            d.signals[name] = SignalStatus(False, SIGNALS[name].hook_names(libc), "not tried: needs root")
+        elif not d.btf:
+            d.signals[name] = SignalStatus(False, SIGNALS[name].hook_names(libc), "not tried: no kernel BTF")
+        elif d.libbpf is None:
+            d.signals[name] = SignalStatus(False, SIGNALS[name].hook_names(libc), "not tried: libbpf.so.1 missing")
+        else:
+            d.signals[name] = _try_signal(name, libc)
+    if d.signals and all(s.available for s in d.signals.values()):
+        d.mode = "core_full"
+    elif not d.btf and d.bcc and privileged:
+        d.mode = "bcc_degraded"
+        d.notes.append(f"without BTF only {', '.join(BCC_SIGNALS)} can be recorded, through BCC")
+    elif any(s.available for s in d.signals.values()):
+        d.mode = "core_partial"
+    return d

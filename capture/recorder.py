@@ -1,0 +1,300 @@
+"""slocap record: probes → ring buffers → Parquet parts + manifest.
+
+One thread: edge-triggered epoll on every ring with a timeout. The kernel
+wakes it early only when a ring fills past `capture.wakeup_fill_pct`, so at
+low rates it costs one poll per timeout and at high rates it drains in batches.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import resource
+import secrets
+import select
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from capture import manifest as M
+from capture import schema as S
+from capture.clock import ClockAnchor, take_anchor
+from capture.config import config_hash
+from capture.errors import CaptureError, SloError
+from capture.probe import LoadedSignal
+from capture.signals import LIBC, SIGNALS
+from capture.writer import PartWriter
+
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass
+class RecordOptions:
+    runs_root: Path
+    signals: tuple[str, ...]
+    config: dict
+    duration_s: float | None = None
+    tag: str = "adhoc"
+    scenario: str = "adhoc"
+    run_id: str | None = None
+    libc: str = LIBC
+    seed: int | None = None
+    profile: str | None = None
+    phases: dict | None = None
+
+
+@dataclass
+class SignalCount:
+    read: int = 0  # taken from the ring
+    written: int = 0  # in a part file on disk
+    dropped: int = 0  # found the ring full, counted in the kernel
+
+    @property
+    def seen(self) -> int:
+        return self.read + self.dropped
+
+    def to_dict(self) -> dict:
+        return {"seen": self.seen, "written": self.written, "dropped": self.dropped}
+
+
+@dataclass
+class Snapshot:
+    """What the live status shows; passed to the progress callback."""
+    elapsed_s: float
+    counts: dict[str, SignalCount]
+    rates: dict[str, float]  # events/s since the previous snapshot
+    bytes_written: int
+    parts: int
+
+
+@dataclass
+class RecordResult:
+    run_dir: Path
+    complete: bool
+    stop_reason: str
+    counts: dict[str, SignalCount]
+    bytes_written: int
+    attach_errors: dict[str, str] = field(default_factory=dict)
+
+
+class Stop(threading.Event):
+    """Set from a signal handler or another thread; says why the run ended early."""
+
+    reason = "stopped"
+
+    def request(self, reason: str) -> None:
+        self.reason = reason
+        self.set()
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+def run_dir_for(runs_root: Path, tag: str, scenario: str, run_id: str) -> Path:
+    for what, value in (("tag", tag), ("scenario", scenario), ("run id", run_id)):
+        if not _NAME_OK.match(value):
+            raise SloError(f"{what} {value!r} is not usable in a run directory name",
+                           "use letters, digits, '.', '_' and '-' (at most 64)")
+    return runs_root / f"tag={tag}" / f"scenario={scenario}" / f"run={run_id}"
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat()
+
+
+class Recorder:
+    def __init__(self, opts: RecordOptions) -> None:
+        unknown = [s for s in opts.signals if s not in SIGNALS]
+        if unknown:
+            raise SloError(f"unknown signal {unknown[0]!r}",
+                           f"known signals: {', '.join(SIGNALS)}")
+        self.opts = opts
+        cap = opts.config["capture"]
+        self.ring_bytes = cap["ring_buffer_bytes"]
+        self.wakeup_bytes = self.ring_bytes * cap["wakeup_fill_pct"] // 100
+        self.poll_timeout_s = cap["poll_timeout_ms"] / 1000
+        self.run_id = opts.run_id or new_run_id()
+        self.run_dir = run_dir_for(opts.runs_root, opts.tag, opts.scenario, self.run_id)
+        self.node = M.host_info()["hostname"]
+        self.counts = {name: SignalCount() for name in opts.signals}
+        self._buffered = {name: 0 for name in opts.signals}
+        self.loaded: dict[str, LoadedSignal] = {}
+        self.attach_errors: dict[str, str] = {}
+        self.anchor: ClockAnchor | None = None
+
+    # -- setup ----------------------------------------------------------
+
+    def _settings(self, name: str) -> dict[str, int]:
+        cap = self.opts.config["capture"]
+        return {setting: cap[key] for key, setting in SIGNALS[name].rodata.items()}
+
+    def _load(self) -> None:
+        for name in self.opts.signals:
+            try:
+                self.loaded[name] = LoadedSignal(
+                    SIGNALS[name], ring_bytes=self.ring_bytes, wakeup_bytes=self.wakeup_bytes,
+                    settings=self._settings(name), libc=self.opts.libc)
+            except CaptureError as exc:
+                self.attach_errors[name] = exc.message
+        if not self.loaded:
+            first = next(iter(self.attach_errors.values()), "no signal requested")
+            raise CaptureError(f"no probe could be attached: {first}",
+                               "run 'slocap doctor' to see which hooks this kernel allows; -v shows libbpf's log")
+
+    def _capability(self) -> dict:
+        signals = {}
+        for name, sig in SIGNALS.items():
+            signals[name] = {
+                "enabled": name in self.opts.signals,
+                "attached": name in self.loaded,
+                "hooks": sig.hook_names(self.opts.libc),
+                "error": self.attach_errors.get(name),
+            }
+        full = all(s["attached"] for s in signals.values() if s["enabled"])
+        return {"mode": "core_full" if full else "core_partial", "signals": signals}
+
+    def _manifest(self, *, state: str, started_ns: int, ended_ns: int | None,
+                  complete: bool, stop_reason: str | None, cpu_s: float) -> dict:
+        o = self.opts
+        events = sum(c.read for c in self.counts.values())
+        return {
+            "schema_version": 1,
+            "run_id": self.run_id, "tag": o.tag, "scenario": o.scenario,
+            "seed": o.seed, "profile": o.profile, "phases": o.phases,
+            "git_sha": M.git_sha(), "tool_version": M.tool_version(),
+            "host": M.host_info(), "node": self.node,
+            "capability": self._capability(),
+            "config_hash": config_hash(o.config), "config": o.config,
+            "clock": self.anchor.to_dict() if self.anchor else None,
+            "started_at": _iso(started_ns), "ended_at": _iso(ended_ns) if ended_ns else None,
+            "duration_s": round((ended_ns - started_ns) / 1e9, 3) if ended_ns else None,
+            "requested_duration_s": o.duration_s,
+            "state": state, "complete": complete, "stop_reason": stop_reason,
+            "counters": {name: c.to_dict() for name, c in self.counts.items()},
+            "files": {"kernel_events": list(self.writer.parts)},
+            "recorder": {
+                "cpu_s": round(cpu_s, 4),
+                "cpu_us_per_event": round(cpu_s * 1e6 / events, 3) if events else None,
+                "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            },
+        }
+
+    # -- the loop -------------------------------------------------------
+
+    def _drain(self) -> int:
+        assert self.anchor is not None
+        total = 0
+        for name, probe in self.loaded.items():
+            records = probe.read()
+            n = len(records)
+            if not n:
+                continue
+            columns = probe.signal.to_columns(records)
+            columns["ts_ns"] = records["ts_ns"].astype(np.int64) + self.anchor.offset_ns
+            columns["signal"] = S.constant(name, n, pa.string())
+            columns["node"] = S.constant(self.node, n, pa.string())
+            self.writer.add(S.kernel_events_table(columns, n))
+            self.counts[name].read += n
+            self._buffered[name] += n
+            total += n
+        return total
+
+    def _flush(self) -> None:
+        self.writer.flush()
+        for name, n in self._buffered.items():
+            self.counts[name].written += n
+            self._buffered[name] = 0
+
+    def _update_drops(self) -> None:
+        for name, probe in self.loaded.items():
+            self.counts[name].dropped = probe.dropped()
+
+    def run(self, stop: Stop,
+            on_progress: Callable[[Snapshot], None] | None = None,
+            on_ready: Callable[[Path], None] | None = None) -> RecordResult:
+        cap = self.opts.config["capture"]
+        self.run_dir.mkdir(parents=True, exist_ok=False)
+        self.writer = PartWriter(self.run_dir / "kernel_events", S.KERNEL_EVENTS,
+                                 max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
+        cpu0 = time.process_time()
+        started_ns = time.time_ns()
+        stop_reason, complete = "duration", True
+        try:
+            self._load()
+            self.anchor = take_anchor()
+            M.write_manifest(self.run_dir, self._manifest(
+                state="recording", started_ns=started_ns, ended_ns=None,
+                complete=False, stop_reason=None, cpu_s=0.0))
+            if on_ready:
+                on_ready(self.run_dir)
+            self._loop(stop, on_progress)
+            if stop.is_set():
+                stop_reason, complete = stop.reason, False
+        except OSError as exc:
+            stop_reason, complete = f"error: {exc}", False
+            hint = ("free space on that file system or pass another --out"
+                    if exc.errno == errno.ENOSPC else "check the --out directory")
+            raise CaptureError(f"recording into {self.run_dir} failed: {exc}", hint) from None
+        except BaseException as exc:
+            stop_reason, complete = f"error: {exc}", False
+            raise
+        finally:
+            self._finish(started_ns, cpu0, complete, stop_reason)
+        return RecordResult(self.run_dir, complete, stop_reason, self.counts,
+                            self.writer.bytes_written, self.attach_errors)
+
+    def _loop(self, stop: Stop, on_progress) -> None:
+        poller = select.epoll()
+        for probe in self.loaded.values():
+            poller.register(probe.ring_fd, select.EPOLLIN | select.EPOLLET)
+        start = time.monotonic()
+        deadline = start + self.opts.duration_s if self.opts.duration_s else float("inf")
+        last_progress, last_counts = start, {n: 0 for n in self.counts}
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                poller.poll(min(self.poll_timeout_s, deadline - now))
+                self._drain()
+                if self.writer.buffered_rows >= self.writer.max_rows or self.writer.due():
+                    self._flush()
+                now = time.monotonic()
+                if on_progress and now - last_progress >= 0.5:
+                    self._update_drops()
+                    dt = now - last_progress
+                    rates = {n: (c.read - last_counts[n]) / dt for n, c in self.counts.items()}
+                    last_counts = {n: c.read for n, c in self.counts.items()}
+                    last_progress = now
+                    on_progress(Snapshot(now - start, self.counts, rates,
+                                         self.writer.bytes_written, len(self.writer.parts)))
+        finally:
+            poller.close()
+
+    def _finish(self, started_ns: int, cpu0: float, complete: bool, stop_reason: str) -> None:
+        """Detach first so nothing new arrives, then drain, flush and finalize."""
+        for probe in self.loaded.values():
+            probe.obj.detach()
+        try:
+            if self.anchor is not None:
+                self._drain()
+            self._update_drops()
+            self._flush()
+        except OSError as exc:  # e.g. the disk filled up: keep what is on disk, say what was cut
+            complete, stop_reason = False, f"{stop_reason}; last part not written: {exc}"
+        finally:
+            for probe in self.loaded.values():
+                probe.close()
+        try:
+            M.write_manifest(self.run_dir, self._manifest(
+                state="finished", started_ns=started_ns, ended_ns=time.time_ns(),
+                complete=complete, stop_reason=stop_reason, cpu_s=time.process_time() - cpu0))
+        except OSError:
+            pass  # the manifest written at start still says state "recording", complete false
