@@ -105,3 +105,13 @@ SIGNALS: dict[str, Signal] = {
         ),
     )
 }
+
+
+# Not a signal: a synthetic event per getppid() of one process, for the drain
+# benchmark and the ring-buffer tests (bpf/flood.bpf.c).
+FLOOD = Signal(
+    name="flood",
+    struct="flood_event",
+    hooks=(Hook("flood", "tracepoint", "tp/syscalls/sys_enter_getppid"),),
+    to_columns=lambda r: {**_header_columns(r), "value_ns": r["seq"].astype(np.int64)},
+)
