@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from capture.errors import CaptureError
-from replay.netns import HostPair, cleanup_leftovers, drop_ingress_every
+from replay.netns import HostPair, cleanup_leftovers, clear_drops, drop_ingress_every
 
 _MISSING = [tool for tool in ("ip", "nft", "ethtool", "nstat") if shutil.which(tool) is None]
 
@@ -110,7 +110,9 @@ def _finish(proc: subprocess.Popen[str], what: str) -> dict[str, list[str]]:
     return _parse(out)
 
 
-def _client(pair: HostPair, host: str, port: int, total: int = 0, size: int = 1000) -> dict[str, list[str]]:
+def _client(
+    pair: HostPair, host: str, port: int, total: int = 0, size: int = 1000
+) -> dict[str, list[str]]:
     proc = pair.popen(
         pair.client_ns,
         [sys.executable, "-c", CLIENT, host, str(port), str(total), str(size)],
@@ -123,13 +125,25 @@ def _client(pair: HostPair, host: str, port: int, total: int = 0, size: int = 10
 
 def _retrans_segs(pair: HostPair, ns: str) -> int:
     # -a absolute values, -z also zeros, -s leave nstat's history file alone
-    done = pair.run(ns, ["nstat", "-asz", "TcpRetransSegs"], capture_output=True, text=True, timeout=10)
+    done = pair.run(
+        ns, ["nstat", "-asz", "TcpRetransSegs"], capture_output=True, text=True, timeout=10
+    )
     assert done.returncode == 0, done.stderr
     return int(_parse(done.stdout)["TcpRetransSegs"][0])
 
 
+def _nft_ruleset(pair: HostPair) -> str:
+    done = pair.run(
+        pair.server_ns, ["nft", "list", "ruleset"], capture_output=True, text=True, timeout=10
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def _namespaces() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=True).stdout
+    out = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=True
+    ).stdout
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
@@ -137,12 +151,15 @@ def _namespaces() -> set[str]:
 def test_server_accepts_client_across_the_veth(family: str) -> None:
     with HostPair() as pair:
         assert {pair.client_ns, pair.server_ns} <= _namespaces()
-        server_ip, client_ip = (
-            (pair.server_ip, pair.client_ip) if family == "ipv4" else (pair.server_ip6, pair.client_ip6)
-        )
+        if family == "ipv4":
+            server_ip, client_ip = pair.server_ip, pair.client_ip
+        else:
+            server_ip, client_ip = pair.server_ip6, pair.client_ip6
         server, port = _start_server(pair, server_ip)
         client = _client(pair, server_ip, port, total=1000)
         served = _finish(server, "server")
+        # usable at once: no wait for DAD or for the link's carrier (see _wait_link_up)
+        assert float(client["connect_s"][0]) < 0.5
         # the server saw the client's own address and port: it came over the veth
         assert served["peer"] == [client_ip, client["local_port"][0]]
         assert served["received"] == ["1000"] and client["acked"] == ["1000"]
@@ -193,10 +210,25 @@ def test_dropped_syn_delays_connect_by_the_initial_rto() -> None:
         assert after - before == 1
 
 
+def test_drop_rules_are_idempotent() -> None:
+    with HostPair() as pair:
+        drop_ingress_every(pair.server_ns, 4, tcp_dport=80)
+        drop_ingress_every(pair.server_ns, 2, tcp_sport=443, syn_only=True)
+        ruleset = _nft_ruleset(pair)
+        # the second call replaced the first rule
+        assert ruleset.count("numgen inc mod") == 1 and "tcp sport 443" in ruleset
+        clear_drops(pair.server_ns)
+        clear_drops(pair.server_ns)
+        assert "slo_lab" not in _nft_ruleset(pair)
+        with pytest.raises(ValueError):
+            drop_ingress_every(pair.server_ns, 0)
+
+
 def test_exit_removes_both_namespaces() -> None:
     with HostPair() as pair:
         names = {pair.client_ns, pair.server_ns}
-        pair.popen(pair.server_ns, ["sleep", "60"])  # killed on exit
+        sleeper = pair.popen(pair.server_ns, ["sleep", "60"])
+    assert sleeper.returncode is not None, "a process started with popen outlived the pair"
     assert not names & _namespaces()
     assert not any(Path("/run/netns", name).exists() for name in names)
 
