@@ -80,7 +80,7 @@ def sql(query: str | None, runs_paths: tuple[Path, ...], fmt: str, output: Path 
     runs = open_runs(list(runs_paths), skip_bad=skip_bad)
     err = Console(stderr=True, highlight=False)
     for s in runs.skipped:
-        err.print(f"[yellow]skipped:[/] {s}")
+        err.print(f"[yellow]skipped:[/] {s}", soft_wrap=True)
     if query is None:
         _shell(runs.con)
         return

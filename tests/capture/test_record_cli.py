@@ -1,0 +1,124 @@
+"""slocap record/doctor as an SRE runs them: exit codes, messages, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from capture import preflight
+from capture.cli import main
+
+SLOCAP = str(Path(sys.executable).parent / "slocap")
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_not_root_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(preflight, "effective_caps", lambda: dict.fromkeys(preflight.CAPS, False))
+    r = _invoke("record", "--out", str(tmp_path), "--duration", "1")
+    assert r.exit_code == 1
+    assert r.output.startswith("error: slocap needs root to load eBPF probes: uid ")
+    assert "run it as root (sudo slocap ...)" in r.output
+    assert "Traceback" not in r.output
+    assert not any(tmp_path.iterdir())  # nothing half-made
+
+
+def test_missing_btf_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(preflight, "effective_caps", lambda: dict.fromkeys(preflight.CAPS, True))
+    monkeypatch.setattr(preflight, "BTF_PATH", tmp_path / "no-vmlinux")
+    r = _invoke("record", "--out", str(tmp_path / "runs"), "--duration", "1")
+    assert r.exit_code == 1
+    assert r.output.splitlines()[0] == f"error: no kernel BTF at {tmp_path / 'no-vmlinux'}: CO-RE probes cannot be relocated on this kernel"
+    assert "CONFIG_DEBUG_INFO_BTF=y" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_tracefs_not_mountable_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(preflight, "effective_caps", lambda: dict.fromkeys(preflight.CAPS, True))
+    monkeypatch.setattr(preflight, "BTF_PATH", Path(__file__))  # any existing file
+    monkeypatch.setattr(preflight, "tracefs_mounted", lambda: False)
+    monkeypatch.setattr(preflight, "tracefs_mountable", lambda: False)
+    r = _invoke("record", "--out", str(tmp_path / "runs"), "--duration", "1")
+    assert r.exit_code == 1
+    assert r.output.startswith("error: tracefs is not mounted and this kernel does not offer it")
+    assert "Traceback" not in r.output
+
+
+def test_unknown_signal_names_the_choices(tmp_path):
+    r = _invoke("record", "--out", str(tmp_path), "--signals", "dns,bogus")
+    assert r.exit_code == 2  # click's usage error
+    assert "unknown signal 'bogus'; choose from dns, retransmit, connect" in r.output
+
+
+def test_bad_config_names_the_json_path(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"sampling": {"events_per_second_limit": -1}}))
+    r = _invoke("record", "--out", str(tmp_path), "--config", str(cfg))
+    assert r.exit_code == 1
+    assert "$.sampling.events_per_second_limit" in r.output
+
+
+@pytest.mark.kernel
+def test_doctor_json_reports_core_full_with_hooks():
+    r = subprocess.run([SLOCAP, "doctor", "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["mode"] == "core_full"
+    assert d["tracefs"] == "mounted" and d["btf"] and d["root"]
+    for name, hook in [("dns", "uprobe:"), ("retransmit", "tp_btf/tcp_retransmit_skb"),
+                       ("connect", "tp_btf/inet_sock_set_state")]:
+        assert d["signals"][name]["available"], d["signals"][name]
+        assert any(h.startswith(hook) for h in d["signals"][name]["hooks"])
+
+
+@pytest.mark.kernel
+def test_sigint_leaves_valid_parts_and_an_honest_manifest(tmp_path):
+    cfg = tmp_path / "fast-parts.json"
+    cfg.write_text(json.dumps({"capture": {"part_max_seconds": 0.3}}))
+    out = tmp_path / "runs"
+    proc = subprocess.Popen([SLOCAP, "record", "--out", str(out), "--config", str(cfg),
+                             "--signals", "dns,connect"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not list(out.glob("tag=*/scenario=*/run=*/manifest.json")):
+            assert time.monotonic() < deadline, "recorder did not start"
+            time.sleep(0.1)
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:  # lookups keep parts rotating
+            socket.getaddrinfo("localhost", 80)
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    run_dir = next(out.glob("tag=*/scenario=*/run=*"))
+    assert str(run_dir) in stdout.replace("\n", "")
+    assert "cut short (SIGINT)" in stdout
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["complete"] is False
+    assert manifest["stop_reason"] == "SIGINT"
+    parts = sorted((run_dir / "kernel_events").glob("part-*.parquet"))
+    assert len(parts) >= 3, "expected several rotated parts"
+    assert manifest["files"]["kernel_events"] == [p.name for p in parts]
+    total = 0
+    for p in parts:  # every part opens on its own
+        total += duckdb.sql(f"SELECT count(*) FROM read_parquet('{p}')").fetchall()[0][0]
+    counters = manifest["counters"]
+    assert set(counters) == {"dns", "connect"}
+    assert counters["dns"]["written"] > 0
+    assert sum(c["written"] for c in counters.values()) == total
+    for c in counters.values():
+        assert c["seen"] == c["written"] + c["dropped"]
