@@ -34,7 +34,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -qq -e '.[test]'
 	@touch $@
 
 # vmlinux.h is generated from this host's BTF, not committed: CO-RE relocations
@@ -49,8 +49,12 @@ $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/%.h $(wildcard bpf/*.h) build/vmlinux.h
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
+# Records 12 s of a mixed workload (DNS, connects, a lossy transfer between two
+# lab namespaces), shows live counts, then where the data went and a first query.
 demo: setup
-	$(VENV)/bin/slocap record --out runs/demo --duration 10 --demo-traffic
+	@$(PY) -m replay.traffic --seconds 9 --delay 1.5 & \
+	$(VENV)/bin/slocap record --out runs --tag demo --scenario mixed-traffic --duration 12; \
+	rc=$$?; wait; exit $$rc
 
 test: setup
 	$(VENV)/bin/pytest

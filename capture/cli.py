@@ -180,10 +180,10 @@ def _render_result(result) -> None:
     for name, err in result.attach_errors.items():
         c.print(f"[yellow]warning:[/] {name} was not recorded: {err}")
     status = "complete" if result.complete else f"[yellow]cut short ({result.stop_reason})[/]"
-    c.print(f"run {status}: [bold]{result.run_dir}[/]")
+    c.print(f"run {status}: [bold]{result.run_dir}[/]", soft_wrap=True)
     drops = sum(x.dropped for x in result.counts.values())
     written = sum(x.written for x in result.counts.values())
     c.print(f"{written:,} kernel events written, {drops:,} dropped, "
             f"{result.bytes_written / 1e6:.2f} MB")
     c.print(render_arrow(events_by_signal(result.run_dir), title="first look: events by signal"))
-    c.print(f"explore: sloan sql \"SELECT * FROM kernel_events LIMIT 20\" --runs {result.run_dir}")
+    c.print(f"explore: sloan sql \"SELECT * FROM kernel_events LIMIT 20\" --runs {result.run_dir}", soft_wrap=True)
