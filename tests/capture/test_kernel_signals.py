@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from capture.contracts import probe_event_from_row, validate
 from replay.netns import HostPair, drop_ingress_every
 
 pytestmark = pytest.mark.kernel
@@ -43,6 +44,9 @@ def test_dns_lookup_of_a_known_name_is_recorded(recording):
     assert row["comm"]
     # the wall clock is anchored: the event lies within this test's lifetime
     assert abs(row["ts_ns"] - time.time_ns()) < 60e9
+    event = probe_event_from_row(row)
+    validate("v1alpha1/probe-event", event)
+    assert (event["unit"], event["status"], event["tid"]) == ("ms", "ok", tid)
 
 
 def test_failed_dns_lookup_carries_the_eai_code(recording):
@@ -94,6 +98,9 @@ def test_connect_to_a_closed_port_records_the_failure(recording):
     assert row["value_ns"] > 0
     assert row["pid"] == os.getpid()
     assert row["sport"] is None  # the port was released before the CLOSE transition
+    event = probe_event_from_row(row)
+    validate("v1alpha1/probe-event", event)
+    assert (event["status"], event["errno"]) == ("error", 111)
 
 
 SERVER = """
@@ -155,3 +162,4 @@ def test_retransmit_from_receiver_side_drops_has_the_right_tuple(recording, v6):
         assert row["family"] == (socket.AF_INET6 if v6 else socket.AF_INET)
         assert row["cgroup_id"] == cgroup_id
         assert row["detail"] in ("ESTABLISHED", "FIN_WAIT1", "SYN_SENT")
+        validate("v1alpha1/probe-event", probe_event_from_row(row))
