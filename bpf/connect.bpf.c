@@ -18,8 +18,7 @@ struct {
 	__type(value, struct event_hdr);
 } pending SEC(".maps");
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(inet_sock_set_state, const struct sock *sk, int oldstate, int newstate)
+static __always_inline int handle_set_state(const struct sock *sk, int oldstate, int newstate)
 {
 	__u64 key = (__u64)sk;
 	struct connect_event *e;
@@ -58,4 +57,18 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, int oldstate, int newst
 	}
 	bpf_map_delete_elem(&pending, &key);
 	return 0;
+}
+
+/* tp_btf where the kernel has BTF-typed tracepoints; raw_tp as the fallback,
+ * chosen by user space with autoload */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(inet_sock_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	return handle_set_state(sk, oldstate, newstate);
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(inet_sock_set_state_raw, const struct sock *sk, int oldstate, int newstate)
+{
+	return handle_set_state(sk, oldstate, newstate);
 }

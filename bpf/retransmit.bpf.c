@@ -7,8 +7,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 KEEP_BTF(struct retransmit_event, event);
 
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
+static __always_inline int handle_retransmit(const struct sock *sk)
 {
 	struct retransmit_event *e;
 	struct tuple t;
@@ -29,4 +28,18 @@ int BPF_PROG(tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *sk
 	e->pad = 0;
 	submit_event(e);
 	return 0;
+}
+
+/* tp_btf where the kernel has BTF-typed tracepoints; raw_tp as the fallback,
+ * chosen by user space with autoload */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
+{
+	return handle_retransmit(sk);
+}
+
+SEC("raw_tp/tcp_retransmit_skb")
+int BPF_PROG(tcp_retransmit_skb_raw, const struct sock *sk, const struct sk_buff *skb)
+{
+	return handle_retransmit(sk);
 }

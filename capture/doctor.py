@@ -56,7 +56,7 @@ def _try_signal(name: str, libc: str) -> SignalStatus:
     except CaptureError as exc:
         return SignalStatus(False, hooks, exc.message)
     probe.close()
-    return SignalStatus(True, hooks)
+    return SignalStatus(True, probe.hooks)
 
 
 def diagnose(libc: str = LIBC) -> Diagnosis:

@@ -2,31 +2,65 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from capture.bpfobj import BpfObject
+from capture.errors import CaptureError
 from capture.ringbuf import RingReader
 from capture.signals import LIBC, Signal
 
+log = logging.getLogger(__name__)
+
+VARIANTS = ("auto", "tp_btf", "raw_tp")
+
 
 class LoadedSignal:
-    """Loads one signal's object with its settings and attaches every hook."""
+    """Loads one signal's object with its settings and attaches every hook.
+
+    Tracepoint hooks come in two variants (runqslower's pattern): tp_btf first,
+    and when the kernel refuses it, the raw_tp program of the same object,
+    switched on with autoload. `variant` forces one.
+    """
 
     def __init__(self, signal: Signal, *, ring_bytes: int, wakeup_bytes: int,
-                 settings: dict[str, int] | None = None, libc: str = LIBC) -> None:
+                 settings: dict[str, int] | None = None, libc: str = LIBC,
+                 variant: str = "auto") -> None:
         self.signal = signal
-        self.obj = BpfObject(signal.object_path)
+        if variant == "auto":
+            attempts = [False, True] if signal.has_fallback else [False]
+        else:
+            attempts = [variant == "raw_tp"]
+        for i, use_fallback in enumerate(attempts):
+            try:
+                self._load(ring_bytes, wakeup_bytes, settings or {}, libc, use_fallback)
+                break
+            except CaptureError as exc:
+                if i == len(attempts) - 1:
+                    raise
+                log.info("%s: %s; trying the raw_tp variant", signal.name, exc.message)
+        self.hooks = signal.hook_names(libc, self.use_fallback)
+
+    def _load(self, ring_bytes: int, wakeup_bytes: int, settings: dict[str, int],
+              libc: str, use_fallback: bool) -> None:
+        self.use_fallback = use_fallback
+        self.obj = BpfObject(self.signal.object_path)
         try:
+            for hook in self.signal.hooks:
+                if hook.fallback:
+                    self.obj.set_autoload(hook.program, not use_fallback)
+                    self.obj.set_autoload(hook.fallback, use_fallback)
             self.obj.resize_map("events", ring_bytes)
-            self.obj.set_rodata(wakeup_bytes=wakeup_bytes, **(settings or {}))
+            self.obj.set_rodata(wakeup_bytes=wakeup_bytes, **settings)
             self.obj.load()
-            for hook in signal.hooks:
+            for hook in self.signal.hooks:
                 if hook.kind == "tracepoint":
-                    self.obj.attach(hook.program)
+                    self.obj.attach(hook.fallback if use_fallback and hook.fallback else hook.program)
                 else:
                     self.obj.attach_uprobe(hook.program, libc, hook.function,
                                            retprobe=hook.kind == "uretprobe")
-            self.dtype = self.obj.struct_dtype(signal.struct)
+            self.dtype = self.obj.struct_dtype(self.signal.struct)
             self.reader = RingReader(self.obj.map_fd("events"), ring_bytes, self.dtype)
         except BaseException:
             self.obj.close()

@@ -47,6 +47,7 @@ class RecordOptions:
     seed: int | None = None
     profile: str | None = None
     phases: dict | None = None
+    variant: str = "auto"  # tracepoint hooks: auto (tp_btf, else raw_tp), tp_btf, raw_tp
 
 
 @dataclass
@@ -140,7 +141,7 @@ class Recorder:
             try:
                 self.loaded[name] = LoadedSignal(
                     SIGNALS[name], ring_bytes=self.ring_bytes, wakeup_bytes=self.wakeup_bytes,
-                    settings=self._settings(name), libc=self.opts.libc)
+                    settings=self._settings(name), libc=self.opts.libc, variant=self.opts.variant)
             except CaptureError as exc:
                 self.attach_errors[name] = exc.message
         if not self.loaded:
@@ -154,7 +155,7 @@ class Recorder:
             signals[name] = {
                 "enabled": name in self.opts.signals,
                 "attached": name in self.loaded,
-                "hooks": sig.hook_names(self.opts.libc),
+                "hooks": self.loaded[name].hooks if name in self.loaded else sig.hook_names(self.opts.libc),
                 "error": self.attach_errors.get(name),
             }
         full = all(s["attached"] for s in signals.values() if s["enabled"])

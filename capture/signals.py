@@ -26,6 +26,12 @@ class Hook:
     kind: str  # "tracepoint" (tp/, tp_btf/, raw_tp/ by section) | "uprobe" | "uretprobe"
     target: str  # what is hooked, as a human reads it
     function: str = ""  # uprobes: the symbol
+    fallback: str = ""  # a raw_tp program for the same tracepoint, for kernels without tp_btf
+
+    def name(self, libc: str, use_fallback: bool = False) -> str:
+        if use_fallback and self.fallback:
+            return self.target.replace("tp_btf/", "raw_tp/")
+        return f"{self.kind}:{libc}:{self.function}" if self.function else self.target
 
 
 @dataclass(frozen=True)
@@ -40,8 +46,12 @@ class Signal:
     def object_path(self) -> Path:
         return OBJECT_DIR / f"{self.name}.bpf.o"
 
-    def hook_names(self, libc: str = LIBC) -> list[str]:
-        return [f"{h.kind}:{libc}:{h.function}" if h.function else h.target for h in self.hooks]
+    @property
+    def has_fallback(self) -> bool:
+        return any(h.fallback for h in self.hooks)
+
+    def hook_names(self, libc: str = LIBC, use_fallback: bool = False) -> list[str]:
+        return [h.name(libc, use_fallback) for h in self.hooks]
 
 
 def _header_columns(r: np.ndarray) -> dict:
@@ -94,13 +104,15 @@ SIGNALS: dict[str, Signal] = {
         Signal(
             name="retransmit",
             struct="retransmit_event",
-            hooks=(Hook("tcp_retransmit_skb", "tracepoint", "tp_btf/tcp_retransmit_skb"),),
+            hooks=(Hook("tcp_retransmit_skb", "tracepoint", "tp_btf/tcp_retransmit_skb",
+                         fallback="tcp_retransmit_skb_raw"),),
             to_columns=_retransmit_columns,
         ),
         Signal(
             name="connect",
             struct="connect_event",
-            hooks=(Hook("inet_sock_set_state", "tracepoint", "tp_btf/inet_sock_set_state"),),
+            hooks=(Hook("inet_sock_set_state", "tracepoint", "tp_btf/inet_sock_set_state",
+                         fallback="inet_sock_set_state_raw"),),
             to_columns=_connect_columns,
         ),
     )

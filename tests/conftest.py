@@ -69,10 +69,11 @@ def recording(tmp_path):
     from capture.recorder import Recorder, RecordOptions, Stop
 
     @contextmanager
-    def start(signals, **capture_overrides):
+    def start(signals, variant="auto", **capture_overrides):
         cfg = load_config()
         cfg["capture"].update(capture_overrides)
-        rec = Recorder(RecordOptions(runs_root=tmp_path / "runs", signals=tuple(signals), config=cfg))
+        rec = Recorder(RecordOptions(runs_root=tmp_path / "runs", signals=tuple(signals), config=cfg,
+                                     variant=variant))
         stop, ready, outcome = Stop(), threading.Event(), {}
 
         def target():

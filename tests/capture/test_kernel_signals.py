@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -59,13 +60,14 @@ def test_failed_dns_lookup_carries_the_eai_code(recording):
     assert rows[0]["errno"] == err.value.errno  # EAI_NONAME, negative in glibc
 
 
+@pytest.mark.parametrize("variant", ["tp_btf", "raw_tp"])
 @pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
-def test_connect_to_a_listening_port_records_latency(recording, family, host):
+def test_connect_to_a_listening_port_records_latency(recording, family, host, variant):
     server = socket.socket(family)
     server.bind((host, 0))
     server.listen()
     port = server.getsockname()[1]
-    with recording(["connect"]) as rec:
+    with recording(["connect"], variant=variant) as rec:
         client = socket.socket(family)
         client.connect((host, port))
         sport = client.getsockname()[1]
@@ -80,6 +82,8 @@ def test_connect_to_a_listening_port_records_latency(recording, family, host):
     assert (row["saddr"], row["daddr"], row["sport"]) == (host, host, sport)
     assert row["family"] == family
     assert row["pid"] == os.getpid()
+    hooks = json.loads((rec.run_dir / "manifest.json").read_text())["capability"]["signals"]["connect"]["hooks"]
+    assert hooks == [f"{variant}/inet_sock_set_state"]
 
 
 def test_connect_to_a_closed_port_records_the_failure(recording):
@@ -140,9 +144,10 @@ def _cgroup_v2_id(pid: int) -> int:
     raise AssertionError("process has no cgroup-v2 entry")
 
 
+@pytest.mark.parametrize("variant", ["tp_btf", "raw_tp"])
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
-def test_retransmit_from_receiver_side_drops_has_the_right_tuple(recording, v6):
-    with HostPair() as hosts, recording(["retransmit"]) as rec:
+def test_retransmit_from_receiver_side_drops_has_the_right_tuple(recording, v6, variant):
+    with HostPair() as hosts, recording(["retransmit"], variant=variant) as rec:
         server_ip = hosts.server_ip6 if v6 else hosts.server_ip
         client_ip = hosts.client_ip6 if v6 else hosts.client_ip
         server = hosts.popen(hosts.server_ns, ["python3", "-c", SERVER, server_ip],
