@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 
 from capture.errors import DataError
 from capture.manifest import MANIFEST
-from capture.schema import KERNEL_EVENTS
+from capture.schema import KERNEL_EVENTS, KERNEL_HIST
 
-TABLES = {"kernel_events": KERNEL_EVENTS}
+TABLES = {"kernel_events": KERNEL_EVENTS, "kernel_hist": KERNEL_HIST}
 
 
 @dataclass

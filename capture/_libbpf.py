@@ -97,6 +97,8 @@ _SIGNATURES = {
     "bpf_map__value_size": (c_uint32, [c_void_p]),
     "bpf_map__initial_value": (c_void_p, [c_void_p, POINTER(c_size_t)]),
     "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
+    "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+    "bpf_map_lookup_and_delete_elem": (c_int, [c_int, c_void_p, c_void_p]),
     "btf__find_by_name_kind": (c_int, [c_void_p, c_char_p, c_uint32]),
     "btf__type_by_id": (POINTER(BtfType), [c_void_p, c_uint32]),
     "btf__name_by_offset": (c_char_p, [c_void_p, c_uint32]),

@@ -8,6 +8,7 @@ import numpy as np
 
 from capture.bpfobj import BpfObject
 from capture.errors import CaptureError
+from capture.hist import HistReader
 from capture.ringbuf import RingReader
 from capture.signals import LIBC, Signal
 
@@ -62,6 +63,7 @@ class LoadedSignal:
                                            retprobe=hook.kind == "uretprobe")
             self.dtype = self.obj.struct_dtype(self.signal.struct)
             self.reader = RingReader(self.obj.map_fd("events"), ring_bytes, self.dtype)
+            self.hist = HistReader(self.obj) if self.signal.hist else None
         except BaseException:
             self.obj.close()
             raise
@@ -74,8 +76,11 @@ class LoadedSignal:
         return self.reader.read()
 
     def dropped(self) -> int:
-        """Events the kernel could not put in the full ring, since load."""
-        return self.obj.read_global(".bss", "dropped")
+        """Events (and histogram updates) the kernel had no room for, since load."""
+        lost = self.obj.read_global(".bss", "dropped")
+        if self.hist is not None:
+            lost += self.obj.read_global(".bss", "hist_dropped")
+        return lost
 
     def close(self) -> None:
         self.obj.detach()  # stop new events before the ring goes away

@@ -27,6 +27,7 @@ from capture import schema as S
 from capture.clock import ClockAnchor, take_anchor
 from capture.config import config_hash
 from capture.errors import CaptureError, SloError
+from capture.hist import hist_table
 from capture.probe import LoadedSignal
 from capture.signals import LIBC, SIGNALS
 from capture.writer import PartWriter
@@ -54,14 +55,16 @@ class RecordOptions:
 class SignalCount:
     read: int = 0  # taken from the ring
     written: int = 0  # in a part file on disk
-    dropped: int = 0  # found the ring full, counted in the kernel
+    dropped: int = 0  # found the ring (or the histogram map) full, counted in the kernel
+    hist_rows: int = 0  # per-slice histogram rows in kernel_hist
 
     @property
     def seen(self) -> int:
         return self.read + self.dropped
 
     def to_dict(self) -> dict:
-        return {"seen": self.seen, "written": self.written, "dropped": self.dropped}
+        return {"seen": self.seen, "written": self.written, "dropped": self.dropped,
+                "hist_rows": self.hist_rows}
 
 
 @dataclass
@@ -133,8 +136,7 @@ class Recorder:
     # -- setup ----------------------------------------------------------
 
     def _settings(self, name: str) -> dict[str, int]:
-        cap = self.opts.config["capture"]
-        return {setting: cap[key] for key, setting in SIGNALS[name].rodata.items()}
+        return SIGNALS[name].settings(self.opts.config["capture"])
 
     def _load(self) -> None:
         for name in self.opts.signals:
@@ -179,7 +181,7 @@ class Recorder:
             "requested_duration_s": o.duration_s,
             "state": state, "complete": complete, "stop_reason": stop_reason,
             "counters": {name: c.to_dict() for name, c in self.counts.items()},
-            "files": {"kernel_events": list(self.writer.parts)},
+            "files": {"kernel_events": list(self.writer.parts), "kernel_hist": list(self.hist_writer.parts)},
             "recorder": {
                 "cpu_s": round(cpu_s, 4),
                 "cpu_us_per_event": round(cpu_s * 1e6 / events, 3) if events else None,
@@ -207,7 +209,25 @@ class Recorder:
             total += n
         return total
 
+    def _drain_hists(self, final: bool = False) -> None:
+        """Moves finished slices (all of them when final) into kernel_hist."""
+        assert self.anchor is not None
+        slice_ns = self.opts.config["capture"]["hist_slice_ms"] * 1_000_000
+        current = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // slice_ns
+        if not final and current == self._hist_slice:
+            return
+        self._hist_slice = current
+        for name, probe in self.loaded.items():
+            if probe.hist is None:
+                continue
+            keys, values = probe.hist.drain(None if final else current)
+            if len(keys):
+                self.hist_writer.add(hist_table(name, keys, values, slice_ns=slice_ns,
+                                                offset_ns=self.anchor.offset_ns, node=self.node))
+                self.counts[name].hist_rows += len(keys)
+
     def _flush(self) -> None:
+        self.hist_writer.flush()
         self.writer.flush()
         for name, n in self._buffered.items():
             self.counts[name].written += n
@@ -224,6 +244,9 @@ class Recorder:
         self.run_dir.mkdir(parents=True, exist_ok=False)
         self.writer = PartWriter(self.run_dir / "kernel_events", S.KERNEL_EVENTS,
                                  max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
+        self.hist_writer = PartWriter(self.run_dir / "kernel_hist", S.KERNEL_HIST,
+                                      max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
+        self._hist_slice = -1
         cpu0 = time.process_time()
         started_ns = time.time_ns()
         stop_reason, complete = "duration", True
@@ -265,7 +288,8 @@ class Recorder:
                     break
                 poller.poll(min(self.poll_timeout_s, deadline - now))
                 self._drain()
-                if self.writer.buffered_rows >= self.writer.max_rows or self.writer.due():
+                self._drain_hists()
+                if self.writer.buffered_rows >= self.writer.max_rows or self.writer.due() or self.hist_writer.due():
                     self._flush()
                 now = time.monotonic()
                 if on_progress and now - last_progress >= 0.5:
@@ -286,6 +310,7 @@ class Recorder:
         try:
             if self.anchor is not None:
                 self._drain()
+                self._drain_hists(final=True)
             self._update_drops()
             self._flush()
         except OSError as exc:  # e.g. the disk filled up: keep what is on disk, say what was cut

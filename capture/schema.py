@@ -30,6 +30,26 @@ KERNEL_EVENTS = pa.schema([
     pa.field("span_id", pa.string()),
 ])
 
+# in-kernel aggregates per time slice (runqueue delay, cpu steal)
+KERNEL_HIST = pa.schema([
+    pa.field("ts_ns", pa.int64(), nullable=False),  # slice start, wall clock
+    pa.field("slice_ns", pa.int64(), nullable=False),
+    pa.field("signal", pa.string(), nullable=False),
+    pa.field("kind", pa.string(), nullable=False),  # pid | cgroup | cpu
+    pa.field("pid", pa.int32()),
+    pa.field("cgroup_id", pa.uint64()),
+    pa.field("cpu", pa.int32()),
+    pa.field("pod", pa.string()),
+    pa.field("namespace", pa.string()),
+    pa.field("container", pa.string()),
+    pa.field("node", pa.string()),
+    pa.field("count", pa.int64()),
+    pa.field("sum_ns", pa.int64()),
+    pa.field("max_ns", pa.int64()),
+    # log2 buckets of µs: buckets[i] counts [2^i, 2^(i+1)) µs, buckets[0] also < 1 µs
+    pa.field("buckets", pa.list_(pa.int64())),
+])
+
 AF_INET = 2
 AF_INET6 = 10
 

@@ -40,7 +40,8 @@ class Signal:
     struct: str
     hooks: tuple[Hook, ...]
     to_columns: Callable[[np.ndarray], dict]
-    rodata: dict = field(default_factory=dict)  # config key → .rodata setting
+    settings: Callable[[dict], dict[str, int]] = lambda capture_cfg: {}  # config → .rodata
+    hist: bool = False  # also keeps per-slice histograms in the kernel (bpf/hist.bpf.h)
 
     @property
     def object_path(self) -> Path:
@@ -79,6 +80,22 @@ def _dns_columns(r: np.ndarray) -> dict:
             "detail": S.c_strings(r["name"]), "errno": r["ret"]}
 
 
+def _runqueue_columns(r: np.ndarray) -> dict:
+    where = np.empty(len(r), dtype=[("cpu", "<u4"), ("prev", "S16")])
+    where["cpu"], where["prev"] = r["cpu"], r["prev_comm"]
+    return {**_header_columns(r), "value_ns": r["delay_ns"].astype(np.int64),
+            "detail": S.strings_by_unique(
+                where, lambda w: f"cpu={int(w['cpu'])} after={bytes(w['prev']).decode('utf-8', 'replace')}")}
+
+
+def _slice_settings(c: dict) -> dict[str, int]:
+    return {"slice_ns": c["hist_slice_ms"] * 1_000_000}
+
+
+def _sched_hooks(names: tuple[str, ...]) -> tuple[Hook, ...]:
+    return tuple(Hook(n, "tracepoint", f"tp_btf/{n}", fallback=f"{n}_raw") for n in names)
+
+
 def _retransmit_columns(r: np.ndarray) -> dict:
     return {**_header_columns(r), **_tuple_columns(r), "detail": S.tcp_state_names(r["state"])}
 
@@ -99,7 +116,7 @@ SIGNALS: dict[str, Signal] = {
                 Hook("getaddrinfo_exit", "uretprobe", "uretprobe:libc:getaddrinfo", "getaddrinfo"),
             ),
             to_columns=_dns_columns,
-            rodata={"dns_min_latency_ns": "min_latency_ns"},
+            settings=lambda c: {"min_latency_ns": c["dns_min_latency_ns"]},
         ),
         Signal(
             name="retransmit",
@@ -114,6 +131,22 @@ SIGNALS: dict[str, Signal] = {
             hooks=(Hook("inet_sock_set_state", "tracepoint", "tp_btf/inet_sock_set_state",
                          fallback="inet_sock_set_state_raw"),),
             to_columns=_connect_columns,
+        ),
+        Signal(
+            name="runqueue",
+            struct="runqueue_event",
+            hooks=_sched_hooks(("sched_wakeup", "sched_wakeup_new", "sched_switch")),
+            to_columns=_runqueue_columns,
+            settings=lambda c: {**_slice_settings(c), "min_delay_ns": c["runqueue_min_delay_ns"]},
+            hist=True,
+        ),
+        Signal(
+            name="cpu_steal",
+            struct="cpu_steal_event",
+            hooks=_sched_hooks(("sched_switch",)),
+            to_columns=lambda r: {**_header_columns(r), "value_ns": r["steal_ns"].astype(np.int64)},
+            settings=_slice_settings,
+            hist=True,
         ),
     )
 }

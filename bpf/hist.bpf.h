@@ -1,0 +1,70 @@
+/* Kernel-only: per-slice log2 histograms in a hash map that user space drains
+ * slice by slice (lookup-and-delete of finished slices). */
+#ifndef SLO_HIST_BPF_H
+#define SLO_HIST_BPF_H
+
+#include "common.bpf.h"
+#include "hist.h"
+
+const volatile __u64 slice_ns = 1000000000ULL;
+
+/* histogram updates that found the map full */
+__u64 hist_dropped = 0;
+
+KEEP_BTF(struct hist_key, hist_key);
+KEEP_BTF(struct hist, hist);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct hist_key);
+	__type(value, struct hist);
+} hists SEC(".maps");
+
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r = 0;
+
+	/* bounded loop: the verifier accepts it, and it unrolls to 64 steps at most */
+	for (int i = 0; i < 64 && v > 1; i++) {
+		v >>= 1;
+		r++;
+	}
+	return r;
+}
+
+static __always_inline void hist_add(__u64 now, __u32 kind, __u64 id, __u64 value_ns)
+{
+	struct hist_key key = { .slice = now / slice_ns, .id = id, .kind = kind };
+	static const struct hist zero;
+	struct hist *h;
+	__u32 slot;
+
+	h = bpf_map_lookup_elem(&hists, &key);
+	if (!h) {
+		if (bpf_map_update_elem(&hists, &key, &zero, BPF_NOEXIST) &&
+		    bpf_map_lookup_elem(&hists, &key) == NULL) {
+			__sync_fetch_and_add(&hist_dropped, 1);
+			return;
+		}
+		h = bpf_map_lookup_elem(&hists, &key);
+		if (!h)
+			return;
+	}
+	slot = log2_u64(value_ns / 1000);
+	if (slot >= HIST_SLOTS)
+		slot = HIST_SLOTS - 1;
+	__sync_fetch_and_add(&h->count, 1);
+	__sync_fetch_and_add(&h->sum_ns, value_ns);
+	__sync_fetch_and_add(&h->slots[slot], 1);
+	/* racy max across CPUs: a lost update only lowers max by one sample */
+	if (value_ns > h->max_ns)
+		h->max_ns = value_ns;
+}
+
+static __always_inline __u64 task_cgroup_id(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+}
+
+#endif

@@ -1,0 +1,27 @@
+/* In-kernel histograms per time slice, shared by runqueue and cpu_steal. */
+#ifndef SLO_HIST_H
+#define SLO_HIST_H
+
+/* log2 buckets of microseconds: slot i counts [2^i, 2^(i+1)) µs, slot 0 also < 1 µs */
+#define HIST_SLOTS 27
+
+#define HIST_PID 1		/* id = tgid */
+#define HIST_CGROUP 2		/* id = cgroup-v2 id */
+#define HIST_CPU 3		/* id = cpu */
+
+struct hist_key {
+	__u64 slice;		/* CLOCK_MONOTONIC ns / slice_ns */
+	__u64 id;
+	__u32 kind;
+	__u32 pad;
+};
+
+struct hist {
+	__u64 count;
+	__u64 sum_ns;
+	__u64 max_ns;
+	__u32 slots[HIST_SLOTS];
+	__u32 pad;
+};
+
+#endif
