@@ -43,7 +43,11 @@ build/vmlinux.h:
 	@mkdir -p build
 	$(BPFTOOL) btf dump file $(BTF) format c > $@
 
-bpf: $(BPF_OBJ)
+bpf: $(BPF_OBJ) capture/_trace/libslotrace.so
+
+# the marker library traced processes call; slocap's uprobe reads its arguments
+capture/_trace/libslotrace.so: capture/_trace/slotrace.c
+	$(CC) -shared -fPIC -O2 -Wall -Werror -o $@ $<
 
 $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/%.h $(wildcard bpf/*.h) build/vmlinux.h
 	@mkdir -p $(BPF_OUT)
@@ -66,4 +70,4 @@ bench: setup
 	$(PY) bench/drain.py
 
 clean:
-	rm -rf build $(BPF_OUT)
+	rm -rf build $(BPF_OUT) capture/_trace/libslotrace.so

@@ -13,4 +13,12 @@ struct event_hdr {
 	char comm[TASK_COMM_LEN];
 };
 
+/* the W3C trace context a thread published through the marker library
+ * (capture/_trace/slotrace.c); all zero when it published none */
+struct trace_ctx {
+	__u64 trace_id_hi;
+	__u64 trace_id_lo;
+	__u64 span_id;
+};
+
 #endif

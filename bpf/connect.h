@@ -6,6 +6,7 @@
 
 struct connect_event {
 	struct event_hdr hdr;	/* task that called connect(), saved at SYN_SENT */
+	struct trace_ctx trace;	/* of that thread at SYN_SENT */
 	__u64 latency_ns;	/* SYN_SENT to the final state */
 	__u8 saddr[16];
 	__u8 daddr[16];

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* dns: uprobe + uretprobe on libc getaddrinfo */
-#include "common.bpf.h"
+#include "trace.bpf.h"
 #include "dns.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -11,6 +11,7 @@ const volatile __u64 min_latency_ns = 0;
 
 struct start {
 	__u64 ts_ns;
+	struct trace_ctx trace;
 	char name[DNS_NAME_LEN];
 };
 
@@ -41,6 +42,7 @@ int BPF_KPROBE(getaddrinfo_enter, const char *node)
 	if (!s)
 		return 0;
 	s->ts_ns = bpf_ktime_get_ns();
+	stamp_trace(&s->trace);
 	/* a NULL node is a service-only lookup; keep it with an empty name */
 	s->name[0] = 0;
 	if (node)
@@ -66,6 +68,7 @@ int BPF_KRETPROBE(getaddrinfo_exit, int ret)
 		goto out;
 	fill_hdr_current(&e->hdr);
 	e->hdr.ts_ns = s->ts_ns;
+	e->trace = s->trace;
 	e->latency_ns = now - s->ts_ns;
 	e->ret = ret;
 	e->pad = 0;

@@ -8,6 +8,7 @@
 
 struct dns_event {
 	struct event_hdr hdr;
+	struct trace_ctx trace;	/* of the calling thread at entry */
 	__u64 latency_ns;
 	__s32 ret;		/* getaddrinfo's return: 0 or an EAI_* code */
 	__u32 pad;

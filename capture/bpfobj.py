@@ -113,6 +113,12 @@ class BpfObject:
         if self._lib.bpf_map__set_max_entries(self._map(name), max_entries) != 0:
             raise CaptureError(f"cannot resize map {name!r} to {max_entries} entries")
 
+    def reuse_map(self, name: str, fd: int) -> None:
+        """Makes this object use another object's map (before load): one map, many programs."""
+        err = self._lib.bpf_map__reuse_fd(self._map(name), fd)
+        if err:
+            raise CaptureError(f"cannot share map {name!r} with {self.path.name}: {os.strerror(-err)}")
+
     def set_rodata(self, **values: int) -> None:
         """Sets `const volatile` globals; they become constants at load time."""
         section = self._section_vars(".rodata")
@@ -155,16 +161,16 @@ class BpfObject:
         self._links.append(link)
 
     def attach_uprobe(self, program: str, binary: str, func: str, *,
-                      retprobe: bool = False, pid: int = -1) -> None:
+                      retprobe: bool = False, pid: int = -1, cookie: int = 0) -> None:
         opts = L.UprobeOpts(sz=ctypes.sizeof(L.UprobeOpts), retprobe=retprobe,
-                            func_name=func.encode())
+                            func_name=func.encode(), bpf_cookie=cookie)
         ctypes.set_errno(0)
         link = self._lib.bpf_program__attach_uprobe_opts(
             self._program(program), pid, binary.encode(), 0, ctypes.byref(opts))
         if not link:
             kind = "uretprobe" if retprobe else "uprobe"
             raise CaptureError(f"cannot attach {kind} {binary}:{func}: {_errno_text()}",
-                               "check the library path, or pass another with --libc")
+                               "check the library path: 'slocap doctor' lists the libraries it found")
         self._links.append(link)
 
     def map_fd(self, name: str) -> int:

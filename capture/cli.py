@@ -14,7 +14,7 @@ import click
 from capture.errors import ExitCode, SloError
 
 # the same names as capture.signals.SIGNALS (a test pins it); kept here so --help starts fast
-SIGNAL_NAMES = ("dns", "retransmit", "connect", "runqueue", "cpu_steal")
+SIGNAL_NAMES = ("dns", "retransmit", "connect", "runqueue", "cpu_steal", "tls", "mem_reclaim")
 
 
 def _fail(exc: SloError) -> None:

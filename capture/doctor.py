@@ -50,7 +50,7 @@ def _libbpf_version() -> str | None:
 
 def _try_signal(name: str, libc: str) -> SignalStatus:
     sig = SIGNALS[name]
-    hooks = sig.hook_names(libc)
+    hooks = sig.hook_names()
     try:
         probe = LoadedSignal(sig, ring_bytes=1 << 16, wakeup_bytes=1 << 15, libc=libc)
     except CaptureError as exc:
@@ -75,11 +75,11 @@ def diagnose(libc: str = LIBC) -> Diagnosis:
             d.notes.append(exc.message)
     for name in SIGNALS:
         if not privileged:
-            d.signals[name] = SignalStatus(False, SIGNALS[name].hook_names(libc), "not tried: needs root")
+            d.signals[name] = SignalStatus(False, SIGNALS[name].hook_names(), "not tried: needs root")
         elif not d.btf:
-            d.signals[name] = SignalStatus(False, SIGNALS[name].hook_names(libc), "not tried: no kernel BTF")
+            d.signals[name] = SignalStatus(False, SIGNALS[name].hook_names(), "not tried: no kernel BTF")
         elif d.libbpf is None:
-            d.signals[name] = SignalStatus(False, SIGNALS[name].hook_names(libc), "not tried: libbpf.so.1 missing")
+            d.signals[name] = SignalStatus(False, SIGNALS[name].hook_names(), "not tried: libbpf.so.1 missing")
         else:
             d.signals[name] = _try_signal(name, libc)
     if d.signals and all(s.available for s in d.signals.values()):

@@ -10,6 +10,7 @@ from capture.bpfobj import BpfObject
 from capture.errors import CaptureError
 from capture.hist import HistReader
 from capture.ringbuf import RingReader
+from capture import libraries
 from capture.signals import LIBC, Signal
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,9 @@ class LoadedSignal:
 
     def __init__(self, signal: Signal, *, ring_bytes: int, wakeup_bytes: int,
                  settings: dict[str, int] | None = None, libc: str = LIBC,
-                 variant: str = "auto") -> None:
+                 variant: str = "auto", shared_maps: dict[str, int] | None = None) -> None:
         self.signal = signal
+        self.shared_maps = shared_maps or {}
         if variant == "auto":
             attempts = [False, True] if signal.has_fallback else [False]
         else:
@@ -41,13 +43,15 @@ class LoadedSignal:
                 if i == len(attempts) - 1:
                     raise
                 log.info("%s: %s; trying the raw_tp variant", signal.name, exc.message)
-        self.hooks = signal.hook_names(libc, self.use_fallback)
 
     def _load(self, ring_bytes: int, wakeup_bytes: int, settings: dict[str, int],
               libc: str, use_fallback: bool) -> None:
         self.use_fallback = use_fallback
+        self.hooks: list[str] = []
         self.obj = BpfObject(self.signal.object_path)
         try:
+            for name, fd in self.shared_maps.items():
+                self.obj.reuse_map(name, fd)
             for hook in self.signal.hooks:
                 if hook.fallback:
                     self.obj.set_autoload(hook.program, not use_fallback)
@@ -58,9 +62,16 @@ class LoadedSignal:
             for hook in self.signal.hooks:
                 if hook.kind == "tracepoint":
                     self.obj.attach(hook.fallback if use_fallback and hook.fallback else hook.program)
-                else:
-                    self.obj.attach_uprobe(hook.program, libc, hook.function,
+                    self.hooks.append(hook.name(use_fallback=use_fallback))
+                    continue
+                paths = libraries.resolve(hook.library, libc)
+                if not paths:
+                    raise CaptureError(f"no {hook.library} found on this host for {hook.target}",
+                                       "'slocap doctor' lists the libraries it looked for")
+                for path in paths:
+                    self.obj.attach_uprobe(hook.program, path, hook.function, cookie=hook.cookie,
                                            retprobe=hook.kind == "uretprobe")
+                    self.hooks.append(hook.name(path))
             self.dtype = self.obj.struct_dtype(self.signal.struct)
             self.reader = RingReader(self.obj.map_fd("events"), ring_bytes, self.dtype)
             self.hist = HistReader(self.obj) if self.signal.hist else None

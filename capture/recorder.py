@@ -29,7 +29,7 @@ from capture.config import config_hash
 from capture.errors import CaptureError, SloError
 from capture.hist import hist_table
 from capture.probe import LoadedSignal
-from capture.signals import LIBC, SIGNALS
+from capture.signals import LIBC, SIGNALS, TRACECTX
 from capture.writer import PartWriter
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -131,6 +131,8 @@ class Recorder:
         self._buffered = {name: 0 for name in opts.signals}
         self.loaded: dict[str, LoadedSignal] = {}
         self.attach_errors: dict[str, str] = {}
+        self.tracectx: LoadedSignal | None = None
+        self.tracectx_error: str | None = None
         self.anchor: ClockAnchor | None = None
 
     # -- setup ----------------------------------------------------------
@@ -138,12 +140,25 @@ class Recorder:
     def _settings(self, name: str) -> dict[str, int]:
         return SIGNALS[name].settings(self.opts.config["capture"])
 
+    def _load_tracectx(self) -> dict[str, int]:
+        """The marker-library uprobe, whose per-thread map the stamped signals share."""
+        if not any(SIGNALS[n].stamped for n in self.opts.signals):
+            return {}
+        try:
+            self.tracectx = LoadedSignal(TRACECTX, ring_bytes=1 << 12, wakeup_bytes=1 << 12)
+        except CaptureError as exc:
+            self.tracectx_error = exc.message
+            return {}
+        return {"trace_ctx_by_tid": self.tracectx.obj.map_fd("trace_ctx_by_tid")}
+
     def _load(self) -> None:
+        shared = self._load_tracectx()
         for name in self.opts.signals:
             try:
                 self.loaded[name] = LoadedSignal(
                     SIGNALS[name], ring_bytes=self.ring_bytes, wakeup_bytes=self.wakeup_bytes,
-                    settings=self._settings(name), libc=self.opts.libc, variant=self.opts.variant)
+                    settings=self._settings(name), libc=self.opts.libc, variant=self.opts.variant,
+                    shared_maps=shared if SIGNALS[name].stamped else None)
             except CaptureError as exc:
                 self.attach_errors[name] = exc.message
         if not self.loaded:
@@ -157,11 +172,14 @@ class Recorder:
             signals[name] = {
                 "enabled": name in self.opts.signals,
                 "attached": name in self.loaded,
-                "hooks": self.loaded[name].hooks if name in self.loaded else sig.hook_names(self.opts.libc),
+                "hooks": self.loaded[name].hooks if name in self.loaded else sig.hook_names(),
                 "error": self.attach_errors.get(name),
             }
         full = all(s["attached"] for s in signals.values() if s["enabled"])
-        return {"mode": "core_full" if full else "core_partial", "signals": signals}
+        stamping = {"enabled": self.tracectx is not None,
+                    "hooks": self.tracectx.hooks if self.tracectx else [], "error": self.tracectx_error}
+        return {"mode": "core_full" if full else "core_partial", "signals": signals,
+                "trace_stamping": stamping}
 
     def _manifest(self, *, state: str, started_ns: int, ended_ns: int | None,
                   complete: bool, stop_reason: str | None, cpu_s: float) -> dict:
@@ -318,6 +336,8 @@ class Recorder:
         finally:
             for probe in self.loaded.values():
                 probe.close()
+            if self.tracectx is not None:
+                self.tracectx.close()
         try:
             M.write_manifest(self.run_dir, self._manifest(
                 state="finished", started_ns=started_ns, ended_ns=time.time_ns(),

@@ -6,6 +6,7 @@ import ipaddress
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 KERNEL_EVENTS = pa.schema([
     pa.field("ts_ns", pa.int64(), nullable=False),  # wall clock, ns since the epoch
@@ -90,6 +91,21 @@ def addresses(family: np.ndarray, raw: np.ndarray) -> pa.Array:
         return None
 
     return strings_by_unique(keyed, fmt)
+
+
+def hex_ids(hi: np.ndarray | None, lo: np.ndarray) -> pa.Array:
+    """128-bit (hi, lo) or 64-bit (lo) ids as lower-case hex, null where zero (no context)."""
+    if hi is None:
+        key = lo
+        fmt = lambda v: f"{int(v):016x}"  # noqa: E731
+        zero = lo == 0
+    else:
+        key = np.empty(len(lo), dtype=[("hi", "<u8"), ("lo", "<u8")])
+        key["hi"], key["lo"] = hi, lo
+        fmt = lambda v: f"{int(v['hi']):016x}{int(v['lo']):016x}"  # noqa: E731
+        zero = (hi == 0) & (lo == 0)
+    ids = strings_by_unique(key, fmt)
+    return pc.if_else(pa.array(zero), pa.scalar(None, pa.string()), ids) if zero.any() else ids
 
 
 def tcp_state_names(states: np.ndarray) -> pa.Array:

@@ -1,0 +1,203 @@
+"""tls, mem_reclaim, runqueue, cpu_steal and trace stamping with real triggers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+
+def _self_signed(tmp_path: Path) -> tuple[str, str]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return str(cert), str(key)
+
+
+def test_python_ssl_handshake_to_a_local_tls_server_is_recorded(recording, tmp_path):
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(1)
+
+    with recording(["tls"]) as rec:
+        server = threading.Thread(target=serve)
+        server.start()
+        client_ctx = ssl.create_default_context(cafile=cert)
+        tid = threading.get_native_id()
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            with client_ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"x")
+        server.join(10)
+    listener.close()
+    mine = [r for r in rec.rows("tls") if r["tid"] == tid]
+    assert len(mine) == 1, rec.rows("tls")
+    row = mine[0]
+    assert row["pid"] == os.getpid()
+    assert row["value_ns"] > 0
+    assert row["errno"] == 0
+    assert row["detail"] == "SSL_do_handshake"
+    # the server side in this process handshook too, on its own thread
+    assert any(r["tid"] != tid and r["pid"] == os.getpid() for r in rec.rows("tls"))
+
+
+def test_trace_context_of_a_span_stamps_its_dns_lookup(recording):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from capture.tracing import KernelTraceContextProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(KernelTraceContextProcessor())
+    tracer = provider.get_tracer("test")
+    with recording(["dns", "connect"]) as rec:
+        with tracer.start_as_current_span("retrieve") as span:
+            socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
+            ctx = span.get_span_context()
+        socket.getaddrinfo("localhost", 81, type=socket.SOCK_STREAM)  # after the span: unstamped
+    provider.shutdown()
+    rows = [r for r in rec.rows("dns") if r["pid"] == os.getpid() and r["detail"] == "localhost"]
+    assert len(rows) == 2, rows
+    inside, after = sorted(rows, key=lambda r: r["ts_ns"])
+    assert inside["trace_id"] == f"{ctx.trace_id:032x}"
+    assert inside["span_id"] == f"{ctx.span_id:016x}"
+    assert after["trace_id"] is None and after["span_id"] is None
+    manifest = json.loads((rec.run_dir / "manifest.json").read_text())
+    assert manifest["capability"]["trace_stamping"]["enabled"] is True
+
+
+HOG = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass\n"
+SLEEPER = ("import time\nend = time.monotonic() + {s}\n"
+           "while time.monotonic() < end: time.sleep(0.001)\n")
+
+CG = Path("/sys/fs/cgroup/unified")
+
+
+def _cgroup(name: str) -> Path:
+    path = CG / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _start_in(cgroup: Path, code: str) -> subprocess.Popen:
+    # the child moves itself before it starts the work, so all of it is charged there
+    return subprocess.Popen(["python3", "-c",
+                             f"open('{cgroup}/cgroup.procs','w').write('0')\n" + code])
+
+
+def test_cpu_hogs_in_one_cgroup_wait_longer_than_an_idle_control(recording):
+    busy, idle = _cgroup("slo-test-busy"), _cgroup("slo-test-idle")
+    procs = []
+    try:
+        with recording(["runqueue"], hist_slice_ms=500, runqueue_min_delay_ns=5_000_000) as rec:
+            procs = [_start_in(busy, HOG.format(s=3)) for _ in range(4)]
+            procs.append(_start_in(idle, SLEEPER.format(s=3)))
+            for p in procs:
+                p.wait(30)
+        busy_id, idle_id = busy.stat().st_ino, idle.stat().st_ino
+    finally:
+        for p in procs:
+            p.kill()
+        busy.rmdir()
+        idle.rmdir()
+    import duckdb
+
+    rows = duckdb.sql(f"""
+        SELECT cgroup_id, sum(count) AS n, sum(sum_ns) / sum(count) AS mean_ns, max(max_ns) AS max_ns
+        FROM read_parquet('{rec.run_dir}/kernel_hist/*.parquet')
+        WHERE signal = 'runqueue' AND kind = 'cgroup' AND cgroup_id IN ({busy_id}, {idle_id})
+        GROUP BY cgroup_id""").fetchall()
+    by_id = {r[0]: r[1:] for r in rows}
+    assert busy_id in by_id and idle_id in by_id, rows
+    assert by_id[busy_id][1] > by_id[idle_id][1], f"busy {by_id[busy_id]} vs idle {by_id[idle_id]}"
+    # 4 hogs on 2 CPUs: some wakeup-to-run delays pass the 5 ms event threshold
+    assert any(r["cgroup_id"] == busy_id and r["value_ns"] >= 5_000_000 for r in rec.rows("runqueue"))
+
+
+def test_cpu_steal_rows_are_consistent_with_proc_stat(recording):
+    def proc_steal_ns() -> int:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        return int(fields[8]) * 10_000_000  # USER_HZ is 100: 10 ms ticks
+
+    before = proc_steal_ns()
+    with recording(["cpu_steal"], hist_slice_ms=500) as rec:
+        procs = [subprocess.Popen(["python3", "-c", HOG.format(s=2)]) for _ in range(3)]
+        for p in procs:
+            p.wait(30)
+    proc_delta = proc_steal_ns() - before
+    import duckdb
+
+    parts = f"{rec.run_dir}/kernel_hist/*.parquet"
+    if not list(rec.run_dir.glob("kernel_hist/*.parquet")):
+        # no steal at all in the window: /proc/stat must agree within its tick resolution
+        assert proc_delta <= 20_000_000 * os.cpu_count()
+        return
+    per_kind = dict(duckdb.sql(f"SELECT kind, sum(sum_ns) FROM read_parquet('{parts}') "
+                               "WHERE signal = 'cpu_steal' GROUP BY kind").fetchall())
+    # every delta is charged to a CPU, a process and a cgroup: the three totals agree
+    assert per_kind["cpu"] == per_kind["pid"] == per_kind["cgroup"]
+    cpus = [r[0] for r in duckdb.sql(f"SELECT DISTINCT cpu FROM read_parquet('{parts}') "
+                                     "WHERE kind = 'cpu'").fetchall()]
+    assert all(0 <= c < os.cpu_count() for c in cpus)
+    # /proc/stat counts 10 ms ticks per CPU over a slightly wider window
+    slack = 20_000_000 * os.cpu_count() + 0.2 * proc_delta
+    assert abs(per_kind["cpu"] - proc_delta) <= slack, (per_kind["cpu"], proc_delta)
+
+
+MEMCG = Path("/sys/fs/cgroup/memory")
+WRITER = """
+import os, sys
+open(sys.argv[1] + '/cgroup.procs', 'w').write('0')
+print(os.getpid(), flush=True)
+chunk = b'x' * (1 << 20)
+with open(sys.argv[2], 'wb') as f:
+    for _ in range(256):  # 256 MiB of page cache against a 32 MiB limit
+        f.write(chunk)
+"""
+
+
+def test_page_cache_over_a_memory_limit_is_recorded_as_reclaim(recording):
+    if not (MEMCG / "memory.limit_in_bytes").exists():
+        pytest.skip("no cgroup-v1 memory controller at /sys/fs/cgroup/memory to set a limit with")
+    cg = MEMCG / f"slo-test-reclaim-{os.getpid()}"
+    cg.mkdir()
+    data = Path("/var/tmp") / f"slo-test-reclaim-{os.getpid()}.bin"
+    try:
+        (cg / "memory.limit_in_bytes").write_text(str(32 << 20))
+        with recording(["mem_reclaim"]) as rec:
+            child = subprocess.Popen(["python3", "-c", WRITER, str(cg), str(data)],
+                                     stdout=subprocess.PIPE, text=True)
+            pid = int(child.stdout.readline())
+            assert child.wait(120) == 0
+            child.stdout.close()
+    finally:
+        data.unlink(missing_ok=True)
+        for _ in range(50):  # the cgroup empties once the child is reaped
+            try:
+                cg.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+    rows = [r for r in rec.rows("mem_reclaim") if r["pid"] == pid]
+    if not rows:
+        pytest.skip("the kernel wrote back and reclaimed without a memcg reclaim stall for this writer")
+    assert all(r["detail"].startswith(("memcg ", "direct ")) for r in rows)
+    assert all(r["value_ns"] > 0 for r in rows)
+    assert sum(int(r["detail"].rsplit("=", 1)[1]) for r in rows) > 0  # pages reclaimed
