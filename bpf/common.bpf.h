@@ -16,9 +16,54 @@
 
 /* user space sets these before load */
 const volatile __u64 wakeup_bytes = 0;	/* wake the drain only past this fill */
+const volatile __u64 rate_limit = 0;	/* events per second, 0 = unlimited */
+const volatile __u64 rate_burst = 0;	/* events per 1/8 s at most, 0 = no cap */
 
-/* read by user space through the mmap'ed .bss: events that found the ring full */
+/* tunables user space changes while recording, to shed load (never written
+ * by the programs, so a read-modify-write from user space is safe) */
+__u32 sample_shift SEC(".data.tune") = 0;	/* keep 1 event in 2^shift */
+__u32 threshold_shift SEC(".data.tune") = 0;	/* latency thresholds << shift */
+
+/* read by user space: events that found the ring full, events the rate
+ * limit or sampling left out */
 __u64 dropped = 0;
+__u64 sampled_out = 0;
+
+/* fixed windows of 2^30 ns (~1.07 s) and 2^27 ns (1/8 of that) */
+__u64 rate_window = 0;
+__u64 rate_count = 0;
+__u64 burst_window = 0;
+__u64 burst_count = 0;
+
+/* in-kernel sampling.events_per_second_limit / burst_limit and load shedding */
+static __always_inline bool keep_event(void)
+{
+	__u64 now, w;
+
+	if (sample_shift && (bpf_get_prandom_u32() & ((1U << (sample_shift & 31)) - 1)))
+		goto out;
+	if (!rate_limit && !rate_burst)
+		return true;
+	now = bpf_ktime_get_ns();
+	w = now >> 30;
+	if (rate_window != w) {	/* racy reset: at worst a few extra events pass */
+		rate_window = w;
+		rate_count = 0;
+	}
+	if (rate_limit && __sync_fetch_and_add(&rate_count, 1) >= rate_limit)
+		goto out;
+	w = now >> 27;
+	if (burst_window != w) {
+		burst_window = w;
+		burst_count = 0;
+	}
+	if (rate_burst && __sync_fetch_and_add(&burst_count, 1) >= rate_burst)
+		goto out;
+	return true;
+out:
+	__sync_fetch_and_add(&sampled_out, 1);
+	return false;
+}
 
 /* max_entries is resized by user space before load */
 struct {
@@ -28,7 +73,11 @@ struct {
 
 static __always_inline void *reserve_event(__u64 size)
 {
-	void *e = bpf_ringbuf_reserve(&events, size, 0);
+	void *e;
+
+	if (!keep_event())
+		return NULL;
+	e = bpf_ringbuf_reserve(&events, size, 0);
 
 	if (!e)
 		__sync_fetch_and_add(&dropped, 1);

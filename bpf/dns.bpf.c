@@ -61,7 +61,7 @@ int BPF_KRETPROBE(getaddrinfo_exit, int ret)
 
 	if (!s)
 		return 0;
-	if (now - s->ts_ns < min_latency_ns)
+	if (now - s->ts_ns < (min_latency_ns << (threshold_shift & 31)))
 		goto out;
 	e = reserve_event(sizeof(*e));
 	if (!e)

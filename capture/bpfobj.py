@@ -189,6 +189,33 @@ class BpfObject:
             raise CaptureError(f"cannot read {section} of {self.path.name}: {_errno_text()}")
         return int.from_bytes(buf.raw[offset:offset + size], "little", signed=signed)
 
+    def write_global(self, section: str, name: str, value: int) -> None:
+        """Changes a global of a loaded object that only user space writes (.data.tune)."""
+        offset, size, signed = self._section_vars(section)[name]
+        value_size = self._lib.bpf_map__value_size(self._map(section))
+        buf = ctypes.create_string_buffer(value_size)
+        key = ctypes.c_uint32(0)
+        fd = self.map_fd(section)
+        if self._lib.bpf_map_lookup_elem(fd, ctypes.byref(key), buf) != 0:
+            raise CaptureError(f"cannot read {section} of {self.path.name}: {_errno_text()}")
+        ctypes.memmove(ctypes.addressof(buf) + offset, int(value).to_bytes(size, "little", signed=signed), size)
+        if self._lib.bpf_map_update_elem(fd, ctypes.byref(key), buf, 0) != 0:
+            raise CaptureError(f"cannot write {section} of {self.path.name}: {_errno_text()}")
+
+    def has_global(self, section: str, name: str) -> bool:
+        return name in self._section_vars(section)
+
+    def program_fds(self) -> dict[str, int]:
+        """fd of every loaded program, by name."""
+        fds = {}
+        p = self._lib.bpf_object__next_program(self._obj, None)
+        while p:
+            fd = self._lib.bpf_program__fd(p)
+            if fd >= 0:
+                fds[self._lib.bpf_program__name(p).decode()] = fd
+            p = self._lib.bpf_object__next_program(self._obj, p)
+        return fds
+
     def detach(self) -> None:
         while self._links:
             self._lib.bpf_link__destroy(self._links.pop())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -85,6 +86,32 @@ class LoadedSignal:
 
     def read(self) -> np.ndarray:
         return self.reader.read()
+
+    def sampled_out(self) -> int:
+        """Events the rate limit or load-shedding sampling left out, since load."""
+        return self.obj.read_global(".bss", "sampled_out")
+
+    def tune(self, **values: int) -> None:
+        """Changes sample_shift / threshold_shift while recording."""
+        for name, value in values.items():
+            if self.obj.has_global(".data.tune", name):
+                self.obj.write_global(".data.tune", name, value)
+
+    def run_stats(self) -> tuple[int, int]:
+        """(run time ns, runs) of this signal's programs; zero unless BPF stats are on."""
+        total_ns = total_cnt = 0
+        for fd in self.obj.program_fds().values():
+            try:
+                info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+            except OSError:
+                continue
+            for line in info.splitlines():
+                key, _, value = line.partition(":")
+                if key == "run_time_ns":
+                    total_ns += int(value)
+                elif key == "run_cnt":
+                    total_cnt += int(value)
+        return total_ns, total_cnt
 
     def dropped(self) -> int:
         """Events (and histogram updates) the kernel had no room for, since load."""

@@ -28,6 +28,7 @@ from capture.clock import ClockAnchor, take_anchor
 from capture.config import config_hash
 from capture.errors import CaptureError, SloError
 from capture.hist import hist_table
+from capture.safety import RESOURCES, LoadShedder, ResourceMonitor, samples_table
 from capture.probe import LoadedSignal
 from capture.signals import LIBC, SIGNALS, TRACECTX
 from capture.writer import PartWriter
@@ -57,6 +58,7 @@ class SignalCount:
     written: int = 0  # in a part file on disk
     dropped: int = 0  # found the ring (or the histogram map) full, counted in the kernel
     hist_rows: int = 0  # per-slice histogram rows in kernel_hist
+    sampled_out: int = 0  # left out in the kernel by the rate limit or load shedding
 
     @property
     def seen(self) -> int:
@@ -64,7 +66,7 @@ class SignalCount:
 
     def to_dict(self) -> dict:
         return {"seen": self.seen, "written": self.written, "dropped": self.dropped,
-                "hist_rows": self.hist_rows}
+                "hist_rows": self.hist_rows, "sampled_out": self.sampled_out}
 
 
 @dataclass
@@ -131,6 +133,10 @@ class Recorder:
         self._buffered = {name: 0 for name in opts.signals}
         self.loaded: dict[str, LoadedSignal] = {}
         self.attach_errors: dict[str, str] = {}
+        self.switched_off: set[str] = set()
+        self.monitor: ResourceMonitor | None = None
+        self.shedder = LoadShedder(opts.config["safety"]["max_overhead_pct"])
+        self.overheads: list[float] = []
         self.tracectx: LoadedSignal | None = None
         self.tracectx_error: str | None = None
         self.anchor: ClockAnchor | None = None
@@ -138,7 +144,10 @@ class Recorder:
     # -- setup ----------------------------------------------------------
 
     def _settings(self, name: str) -> dict[str, int]:
-        return SIGNALS[name].settings(self.opts.config["capture"])
+        sampling = self.opts.config["sampling"]
+        limit = sampling["events_per_second_limit"]
+        return {**SIGNALS[name].settings(self.opts.config["capture"]),
+                "rate_limit": limit, "rate_burst": sampling["burst_limit"] if limit else 0}
 
     def _load_tracectx(self) -> dict[str, int]:
         """The marker-library uprobe, whose per-thread map the stamped signals share."""
@@ -174,6 +183,7 @@ class Recorder:
                 "attached": name in self.loaded,
                 "hooks": self.loaded[name].hooks if name in self.loaded else sig.hook_names(),
                 "error": self.attach_errors.get(name),
+                "switched_off": name in self.switched_off,
             }
         full = all(s["attached"] for s in signals.values() if s["enabled"])
         stamping = {"enabled": self.tracectx is not None,
@@ -199,7 +209,15 @@ class Recorder:
             "requested_duration_s": o.duration_s,
             "state": state, "complete": complete, "stop_reason": stop_reason,
             "counters": {name: c.to_dict() for name, c in self.counts.items()},
-            "files": {"kernel_events": list(self.writer.parts), "kernel_hist": list(self.hist_writer.parts)},
+            "files": {"kernel_events": list(self.writer.parts), "kernel_hist": list(self.hist_writer.parts),
+                      "resources": list(self.res_writer.parts)},
+            "safety": {
+                "max_overhead_pct": o.config["safety"]["max_overhead_pct"],
+                "bpf_stats": bool(self.monitor and self.monitor.bpf_stats),
+                "overhead_pct_mean": round(float(np.mean(self.overheads)), 4) if self.overheads else None,
+                "overhead_pct_max": round(max(self.overheads), 4) if self.overheads else None,
+                "actions": self.shedder.actions,
+            },
             "recorder": {
                 "cpu_s": round(cpu_s, 4),
                 "cpu_us_per_event": round(cpu_s * 1e6 / events, 3) if events else None,
@@ -244,7 +262,21 @@ class Recorder:
                                                 offset_ns=self.anchor.offset_ns, node=self.node))
                 self.counts[name].hist_rows += len(keys)
 
+    def _watch_overhead(self) -> None:
+        """One resource sample; a shedding step when the overhead stays too high."""
+        assert self.monitor is not None
+        events = sum(c.read for c in self.counts.values())
+        sample = self.monitor.sample(events, self.shedder.level)
+        self.overheads.append(sample.overhead_pct)
+        self.res_writer.add(samples_table([sample]))
+        active = {n: p for n, p in self.loaded.items() if n not in self.switched_off}
+        action = self.shedder.observe(sample, active)
+        if action and action["step"] == "switch_off":
+            self.loaded[action["signal"]].obj.detach()  # its ring is still drained
+            self.switched_off.add(action["signal"])
+
     def _flush(self) -> None:
+        self.res_writer.flush()
         self.hist_writer.flush()
         self.writer.flush()
         for name, n in self._buffered.items():
@@ -254,6 +286,7 @@ class Recorder:
     def _update_drops(self) -> None:
         for name, probe in self.loaded.items():
             self.counts[name].dropped = probe.dropped()
+            self.counts[name].sampled_out = probe.sampled_out()
 
     def run(self, stop: Stop,
             on_progress: Callable[[Snapshot], None] | None = None,
@@ -264,12 +297,15 @@ class Recorder:
                                  max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
         self.hist_writer = PartWriter(self.run_dir / "kernel_hist", S.KERNEL_HIST,
                                       max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
+        self.res_writer = PartWriter(self.run_dir / "resources", RESOURCES,
+                                     max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
         self._hist_slice = -1
         cpu0 = time.process_time()
         started_ns = time.time_ns()
         stop_reason, complete = "duration", True
         try:
             self._load()
+            self.monitor = ResourceMonitor(self.loaded)
             self.anchor = take_anchor()
             M.write_manifest(self.run_dir, self._manifest(
                 state="recording", started_ns=started_ns, ended_ns=None,
@@ -299,6 +335,7 @@ class Recorder:
         start = time.monotonic()
         deadline = start + self.opts.duration_s if self.opts.duration_s else float("inf")
         last_progress, last_counts = start, {n: 0 for n in self.counts}
+        last_watch = start
         try:
             while not stop.is_set():
                 now = time.monotonic()
@@ -307,6 +344,9 @@ class Recorder:
                 poller.poll(min(self.poll_timeout_s, deadline - now))
                 self._drain()
                 self._drain_hists()
+                if time.monotonic() - last_watch >= 1.0:
+                    last_watch = time.monotonic()
+                    self._watch_overhead()
                 if self.writer.buffered_rows >= self.writer.max_rows or self.writer.due() or self.hist_writer.due():
                     self._flush()
                 now = time.monotonic()
@@ -338,6 +378,8 @@ class Recorder:
                 probe.close()
             if self.tracectx is not None:
                 self.tracectx.close()
+            if self.monitor is not None:
+                self.monitor.close()
         try:
             M.write_manifest(self.run_dir, self._manifest(
                 state="finished", started_ns=started_ns, ended_ns=time.time_ns(),

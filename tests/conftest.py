@@ -69,9 +69,10 @@ def recording(tmp_path):
     from capture.recorder import Recorder, RecordOptions, Stop
 
     @contextmanager
-    def start(signals, variant="auto", **capture_overrides):
+    def start(signals, variant="auto", safety=None, **capture_overrides):
         cfg = load_config()
         cfg["capture"].update(capture_overrides)
+        cfg["safety"].update(safety or {})
         rec = Recorder(RecordOptions(runs_root=tmp_path / "runs", signals=tuple(signals), config=cfg,
                                      variant=variant))
         stop, ready, outcome = Stop(), threading.Event(), {}

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* dns through BCC: uprobe + uretprobe on libc getaddrinfo (twin of dns.bpf.c) */
+#include <uapi/linux/ptrace.h>
 #include "dns.h"
 
 #ifndef MIN_LATENCY_NS
@@ -51,6 +52,8 @@ int getaddrinfo_exit(struct pt_regs *ctx)
 		goto out;
 	fill_hdr_current(&e->hdr);
 	e->hdr.ts_ns = s->ts_ns;
+	/* no trace context: its per-thread map belongs to the CO-RE tracectx probe */
+	__builtin_memset(&e->trace, 0, sizeof(e->trace));
 	e->latency_ns = now - s->ts_ns;
 	e->ret = PT_REGS_RC(ctx);
 	e->pad = 0;

@@ -201,3 +201,19 @@ def test_page_cache_over_a_memory_limit_is_recorded_as_reclaim(recording):
     assert all(r["detail"].startswith(("memcg ", "direct ")) for r in rows)
     assert all(r["value_ns"] > 0 for r in rows)
     assert sum(int(r["detail"].rsplit("=", 1)[1]) for r in rows) > 0  # pages reclaimed
+
+
+def test_recorder_over_its_overhead_limit_sheds_load_and_says_so(recording):
+    with recording(["runqueue", "dns"], safety={"max_overhead_pct": 0.0001}) as rec:
+        time.sleep(4.5)  # three samples over the limit → the first step
+    manifest = json.loads((rec.run_dir / "manifest.json").read_text())
+    actions = manifest["safety"]["actions"]
+    assert actions and actions[0]["step"] == "raise_thresholds"
+    assert actions[0]["overhead_pct"] > 0.0001
+    assert manifest["safety"]["bpf_stats"] is True
+    import pyarrow.parquet as pq
+
+    res = pq.read_table(rec.run_dir / "resources").to_pylist()
+    assert len(res) >= 3
+    assert all(r["rss_bytes"] > 0 and r["overhead_pct"] > 0 for r in res)
+    assert any(r["bpf_run_ns"] > 0 for r in res)  # BPF run time is measured, not assumed
