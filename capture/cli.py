@@ -118,8 +118,10 @@ def _parse_signals(value: str) -> tuple[str, ...]:
 @click.option("--tag", default="adhoc", show_default=True, help="Release tag the run belongs to.")
 @click.option("--scenario", default="adhoc", show_default=True, help="Scenario name of the run.")
 @click.option("--libc", default=None, help="libc to probe for DNS (default: the system's).")
+@click.option("--pods", "pods_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="kubelet /pods JSON (kubectl get --raw /api/v1/nodes/NODE/proxy/pods) to name pods and containers.")
 def record(out: Path, duration: float | None, signals: str | None, config_path: Path | None,
-           tag: str, scenario: str, libc: str | None) -> None:
+           tag: str, scenario: str, libc: str | None, pods_file: Path | None) -> None:
     """Record kernel events into a new run directory.
 
     Live counts per signal on a terminal (events/s, drops, bytes written),
@@ -143,7 +145,7 @@ def record(out: Path, duration: float | None, signals: str | None, config_path: 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda num, _f: stop.request(signal.Signals(num).name))
     rec = Recorder(RecordOptions(runs_root=out, signals=chosen, config=cfg, duration_s=duration,
-                                 tag=tag, scenario=scenario, libc=libc or LIBC))
+                                 tag=tag, scenario=scenario, libc=libc or LIBC, pods_file=pods_file))
     result = _run_with_status(rec, stop)
     _render_result(result)
 

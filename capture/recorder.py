@@ -29,6 +29,7 @@ from capture.config import config_hash
 from capture.errors import CaptureError, SloError
 from capture.hist import hist_table
 from capture.safety import RESOURCES, LoadShedder, ResourceMonitor, samples_table
+from capture.pods import PodResolver
 from capture.probe import LoadedSignal
 from capture.signals import LIBC, SIGNALS, TRACECTX
 from capture.writer import PartWriter
@@ -50,6 +51,7 @@ class RecordOptions:
     profile: str | None = None
     phases: dict | None = None
     variant: str = "auto"  # tracepoint hooks: auto (tp_btf, else raw_tp), tp_btf, raw_tp
+    pods_file: Path | None = None  # kubelet /pods JSON: names for pod uids and container ids
 
 
 @dataclass
@@ -129,6 +131,7 @@ class Recorder:
         self.run_id = opts.run_id or new_run_id()
         self.run_dir = run_dir_for(opts.runs_root, opts.tag, opts.scenario, self.run_id)
         self.node = M.host_info()["hostname"]
+        self.pods = PodResolver(pods_file=opts.pods_file, node=self.node)
         self.counts = {name: SignalCount() for name in opts.signals}
         self._buffered = {name: 0 for name in opts.signals}
         self.loaded: dict[str, LoadedSignal] = {}
@@ -201,6 +204,7 @@ class Recorder:
             "seed": o.seed, "profile": o.profile, "phases": o.phases,
             "git_sha": M.git_sha(), "tool_version": M.tool_version(),
             "host": M.host_info(), "node": self.node,
+            "pods_file": str(o.pods_file) if o.pods_file else None,
             "capability": self._capability(),
             "config_hash": config_hash(o.config), "config": o.config,
             "clock": self.anchor.to_dict() if self.anchor else None,
@@ -239,6 +243,7 @@ class Recorder:
             columns["ts_ns"] = records["ts_ns"].astype(np.int64) + self.anchor.offset_ns
             columns["signal"] = S.constant(name, n, pa.string())
             columns["node"] = S.constant(self.node, n, pa.string())
+            columns.update(self.pods.columns(records["cgroup_id"]))
             self.writer.add(S.kernel_events_table(columns, n))
             self.counts[name].read += n
             self._buffered[name] += n
@@ -258,8 +263,13 @@ class Recorder:
                 continue
             keys, values = probe.hist.drain(None if final else current)
             if len(keys):
-                self.hist_writer.add(hist_table(name, keys, values, slice_ns=slice_ns,
-                                                offset_ns=self.anchor.offset_ns, node=self.node))
+                table = hist_table(name, keys, values, slice_ns=slice_ns,
+                                   offset_ns=self.anchor.offset_ns, node=self.node)
+                # pod identity for the cgroup rows; pid and cpu rows have no cgroup
+                cgroup_ids = table["cgroup_id"].fill_null(0).to_numpy()
+                for col, arr in self.pods.columns(cgroup_ids).items():
+                    table = table.set_column(table.schema.get_field_index(col), col, arr)
+                self.hist_writer.add(table)
                 self.counts[name].hist_rows += len(keys)
 
     def _watch_overhead(self) -> None:

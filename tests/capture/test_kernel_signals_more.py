@@ -217,3 +217,34 @@ def test_recorder_over_its_overhead_limit_sheds_load_and_says_so(recording):
     assert len(res) >= 3
     assert all(r["rss_bytes"] > 0 and r["overhead_pct"] > 0 for r in res)
     assert any(r["bpf_run_ns"] > 0 for r in res)  # BPF run time is measured, not assumed
+
+
+POD_UID = "6f1c2a3b-4d5e-4f60-8a9b-0c1d2e3f4a5b"
+CONTAINER_ID = "ab" * 32
+LOOKUP = "import socket, sys\nopen(sys.argv[1] + '/cgroup.procs', 'w').write('0')\nsocket.getaddrinfo('localhost', 80)\n"
+
+
+def test_events_of_a_process_in_a_kubelet_pod_cgroup_carry_its_pod(recording, tmp_path):
+    slice_ = CG / "kubepods.slice" / "kubepods-burstable.slice"
+    pod_dir = slice_ / f"kubepods-burstable-pod{POD_UID.replace('-', '_')}.slice"
+    container_dir = pod_dir / f"cri-containerd-{CONTAINER_ID}.scope"
+    pods = tmp_path / "pods.json"
+    pods.write_text(json.dumps({"kind": "PodList", "items": [{
+        "metadata": {"name": "rag-gateway-7d9f", "namespace": "llm", "uid": POD_UID},
+        "status": {"qosClass": "Burstable", "containerStatuses": [
+            {"name": "gateway", "containerID": f"containerd://{CONTAINER_ID}"}]}}]}))
+    made = [d for d in (CG / "kubepods.slice", slice_, pod_dir, container_dir) if not d.exists()]
+    for d in made:
+        d.mkdir()
+    inode = container_dir.stat().st_ino  # = the cgroup id the kernel reports
+    try:
+        with recording(["dns"], pods_file=pods) as rec:
+            child = subprocess.run(["python3", "-c", LOOKUP, str(container_dir)], timeout=30)
+            assert child.returncode == 0
+    finally:
+        for d in reversed(made):
+            d.rmdir()
+    rows = [r for r in rec.rows("dns") if r["cgroup_id"] == inode]
+    assert rows, "no dns row from the pod's cgroup"
+    assert {(r["pod"], r["namespace"], r["container"]) for r in rows} == {("rag-gateway-7d9f", "llm", "gateway")}
+
