@@ -87,6 +87,8 @@ def _render_doctor(d) -> None:
     c.print(f"tracefs         {d.tracefs}")
     c.print(f"libbpf          {d.libbpf or '[red]missing[/]'}")
     c.print(f"BCC (degraded)  {ok(d.bcc)}")
+    for lib, paths in d.libraries.items():
+        c.print(f"{lib:<15} {', '.join(paths) if paths else '[yellow]not found[/]'}")
     t = Table("signal", "available", "hooks", "error")
     for name, s in d.signals.items():
         t.add_row(name, ok(s.available), "\n".join(s.hooks), s.error or "")

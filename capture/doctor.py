@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from capture import _libbpf
+from capture import _libbpf, libraries
 from capture import preflight as P
 from capture.errors import CaptureError
 from capture.probe import LoadedSignal
@@ -33,6 +33,7 @@ class Diagnosis:
     tracefs: str  # "mounted" | "mountable" | "unavailable"
     libbpf: str | None
     bcc: bool
+    libraries: dict[str, list[str]] = field(default_factory=dict)  # what the uprobes cover
     signals: dict[str, SignalStatus] = field(default_factory=dict)
     mode: str = "unavailable"
     notes: list[str] = field(default_factory=list)
@@ -73,6 +74,10 @@ def diagnose(libc: str = LIBC) -> Diagnosis:
             d.notes.append(f"mounted tracefs at {P.TRACEFS}")
         except CaptureError as exc:
             d.notes.append(exc.message)
+    d.libraries = {lib: libraries.resolve(lib, libc) for lib in ("libc", "libssl", "slotrace")}
+    d.notes.append("tls covers the libssl files listed; statically linked TLS and Go's crypto/tls are not seen")
+    if not d.libraries["slotrace"]:
+        d.notes.append("trace stamping needs capture/_trace/libslotrace.so: run 'make bpf'")
     for name in SIGNALS:
         if not privileged:
             d.signals[name] = SignalStatus(False, SIGNALS[name].hook_names(), "not tried: needs root")
