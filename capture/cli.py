@@ -122,8 +122,10 @@ def _parse_signals(value: str) -> tuple[str, ...]:
 @click.option("--libc", default=None, help="libc to probe for DNS (default: the system's).")
 @click.option("--pods", "pods_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="kubelet /pods JSON (kubectl get --raw /api/v1/nodes/NODE/proxy/pods) to name pods and containers.")
+@click.option("--otlp/--no-otlp", default=True, show_default=True,
+              help="Receive OpenTelemetry spans (OTLP HTTP and gRPC, config otlp.*) into spans/.")
 def record(out: Path, duration: float | None, signals: str | None, config_path: Path | None,
-           tag: str, scenario: str, libc: str | None, pods_file: Path | None) -> None:
+           tag: str, scenario: str, libc: str | None, pods_file: Path | None, otlp: bool) -> None:
     """Record kernel events into a new run directory.
 
     Live counts per signal on a terminal (events/s, drops, bytes written),
@@ -147,7 +149,8 @@ def record(out: Path, duration: float | None, signals: str | None, config_path: 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda num, _f: stop.request(signal.Signals(num).name))
     rec = Recorder(RecordOptions(runs_root=out, signals=chosen, config=cfg, duration_s=duration,
-                                 tag=tag, scenario=scenario, libc=libc or LIBC, pods_file=pods_file))
+                                 tag=tag, scenario=scenario, libc=libc or LIBC, pods_file=pods_file,
+                                 otlp=otlp))
     result = _run_with_status(rec, stop)
     _render_result(result)
 
@@ -184,6 +187,8 @@ def _render_result(result) -> None:
     c = Console(highlight=False)
     for name, err in result.attach_errors.items():
         c.print(f"[yellow]warning:[/] {name} was not recorded: {err}")
+    if result.otlp_error:
+        c.print(f"[yellow]warning:[/] no spans were received: {result.otlp_error}", soft_wrap=True)
     status = "complete" if result.complete else f"[yellow]cut short ({result.stop_reason})[/]"
     c.print(f"run {status}: [bold]{result.run_dir}[/]", soft_wrap=True)
     drops = sum(x.dropped for x in result.counts.values())

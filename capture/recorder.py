@@ -28,7 +28,9 @@ from capture.clock import ClockAnchor, take_anchor
 from capture.config import config_hash
 from capture.errors import CaptureError, SloError
 from capture.hist import hist_table
+from capture.spans import SPANS
 from capture.safety import RESOURCES, LoadShedder, ResourceMonitor, samples_table
+from capture.otlp import OtlpReceiver
 from capture.pods import PodResolver
 from capture.probe import LoadedSignal
 from capture.signals import LIBC, SIGNALS, TRACECTX
@@ -52,6 +54,7 @@ class RecordOptions:
     phases: dict | None = None
     variant: str = "auto"  # tracepoint hooks: auto (tp_btf, else raw_tp), tp_btf, raw_tp
     pods_file: Path | None = None  # kubelet /pods JSON: names for pod uids and container ids
+    otlp: bool = True  # receive OpenTelemetry spans on config otlp.endpoint / grpc_endpoint
 
 
 @dataclass
@@ -89,6 +92,7 @@ class RecordResult:
     counts: dict[str, SignalCount]
     bytes_written: int
     attach_errors: dict[str, str] = field(default_factory=dict)
+    otlp_error: str | None = None
 
 
 class Stop(threading.Event):
@@ -142,6 +146,9 @@ class Recorder:
         self.overheads: list[float] = []
         self.tracectx: LoadedSignal | None = None
         self.tracectx_error: str | None = None
+        self.receiver: OtlpReceiver | None = None
+        self.otlp_error: str | None = None
+        self._spans_lock = threading.Lock()  # the receiver's thread adds, the loop flushes
         self.anchor: ClockAnchor | None = None
 
     # -- setup ----------------------------------------------------------
@@ -214,7 +221,8 @@ class Recorder:
             "state": state, "complete": complete, "stop_reason": stop_reason,
             "counters": {name: c.to_dict() for name, c in self.counts.items()},
             "files": {"kernel_events": list(self.writer.parts), "kernel_hist": list(self.hist_writer.parts),
-                      "resources": list(self.res_writer.parts)},
+                      "resources": list(self.res_writer.parts), "spans": list(self.spans_writer.parts)},
+            "otlp": self._otlp_manifest(),
             "safety": {
                 "max_overhead_pct": o.config["safety"]["max_overhead_pct"],
                 "bpf_stats": bool(self.monitor and self.monitor.bpf_stats),
@@ -285,7 +293,37 @@ class Recorder:
             self.loaded[action["signal"]].obj.detach()  # its ring is still drained
             self.switched_off.add(action["signal"])
 
+    def _start_otlp(self) -> None:
+        """Spans beside the kernel events; a busy port costs the spans, not the recording."""
+        if not self.opts.otlp:
+            return
+        cfg = self.opts.config["otlp"]
+
+        def on_spans(table: pa.Table) -> None:
+            with self._spans_lock:
+                self.spans_writer.add(table)
+
+        receiver = OtlpReceiver(cfg["endpoint"], cfg["grpc_endpoint"], cfg["max_request_bytes"], on_spans)
+        try:
+            receiver.start()
+        except SloError as exc:
+            self.otlp_error = exc.message
+            return
+        self.receiver = receiver
+
+    def _otlp_manifest(self) -> dict:
+        cfg = self.opts.config["otlp"]
+        out: dict = {"enabled": self.receiver is not None, "error": self.otlp_error,
+                     "http_endpoint": cfg["endpoint"], "grpc_endpoint": cfg["grpc_endpoint"]}
+        if self.receiver is not None:
+            c = self.receiver.counters
+            out.update(requests_ok=c.requests_ok, rejected=dict(c.rejected), spans_received=c.spans_received,
+                       spans_written=self.spans_writer.rows_written)
+        return out
+
     def _flush(self) -> None:
+        with self._spans_lock:
+            self.spans_writer.flush()
         self.res_writer.flush()
         self.hist_writer.flush()
         self.writer.flush()
@@ -309,6 +347,8 @@ class Recorder:
                                       max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
         self.res_writer = PartWriter(self.run_dir / "resources", RESOURCES,
                                      max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
+        self.spans_writer = PartWriter(self.run_dir / "spans", SPANS,
+                                       max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
         self._hist_slice = -1
         cpu0 = time.process_time()
         started_ns = time.time_ns()
@@ -317,6 +357,7 @@ class Recorder:
             self._load()
             self.monitor = ResourceMonitor(self.loaded)
             self.anchor = take_anchor()
+            self._start_otlp()
             M.write_manifest(self.run_dir, self._manifest(
                 state="recording", started_ns=started_ns, ended_ns=None,
                 complete=False, stop_reason=None, cpu_s=0.0))
@@ -336,7 +377,7 @@ class Recorder:
         finally:
             self._finish(started_ns, cpu0, complete, stop_reason)
         return RecordResult(self.run_dir, complete, stop_reason, self.counts,
-                            self.writer.bytes_written, self.attach_errors)
+                            self.writer.bytes_written, self.attach_errors, self.otlp_error)
 
     def _loop(self, stop: Stop, on_progress) -> None:
         poller = select.epoll()
@@ -357,7 +398,8 @@ class Recorder:
                 if time.monotonic() - last_watch >= 1.0:
                     last_watch = time.monotonic()
                     self._watch_overhead()
-                if self.writer.buffered_rows >= self.writer.max_rows or self.writer.due() or self.hist_writer.due():
+                if any(w.buffered_rows >= w.max_rows or w.due()
+                       for w in (self.writer, self.hist_writer, self.spans_writer)):
                     self._flush()
                 now = time.monotonic()
                 if on_progress and now - last_progress >= 0.5:
@@ -375,6 +417,8 @@ class Recorder:
         """Detach first so nothing new arrives, then drain, flush and finalize."""
         for probe in self.loaded.values():
             probe.obj.detach()
+        if self.receiver is not None:
+            self.receiver.stop()
         try:
             if self.anchor is not None:
                 self._drain()

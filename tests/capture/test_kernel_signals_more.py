@@ -60,19 +60,24 @@ def test_python_ssl_handshake_to_a_local_tls_server_is_recorded(recording, tmp_p
 
 
 def test_trace_context_of_a_span_stamps_its_dns_lookup(recording):
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+    from capture.config import load_config
     from capture.tracing import KernelTraceContextProcessor
 
+    endpoint = load_config()["otlp"]["endpoint"]
     provider = TracerProvider()
     provider.add_span_processor(KernelTraceContextProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"http://{endpoint}/v1/traces")))
     tracer = provider.get_tracer("test")
     with recording(["dns", "connect"]) as rec:
         with tracer.start_as_current_span("retrieve") as span:
             socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
             ctx = span.get_span_context()
         socket.getaddrinfo("localhost", 81, type=socket.SOCK_STREAM)  # after the span: unstamped
-    provider.shutdown()
+        provider.shutdown()  # exports the span to the recorder before it stops
     rows = [r for r in rec.rows("dns") if r["pid"] == os.getpid() and r["detail"] == "localhost"]
     assert len(rows) == 2, rows
     inside, after = sorted(rows, key=lambda r: r["ts_ns"])
@@ -81,6 +86,13 @@ def test_trace_context_of_a_span_stamps_its_dns_lookup(recording):
     assert after["trace_id"] is None and after["span_id"] is None
     manifest = json.loads((rec.run_dir / "manifest.json").read_text())
     assert manifest["capability"]["trace_stamping"]["enabled"] is True
+    # the span itself arrived over OTLP and sits beside the kernel event
+    import pyarrow.parquet as pq
+
+    spans = pq.read_table(rec.run_dir / "spans").to_pylist()
+    assert [(s["trace_id"], s["span_id"], s["name"]) for s in spans] == [
+        (inside["trace_id"], inside["span_id"], "retrieve")]
+    assert manifest["otlp"]["spans_written"] == 1
 
 
 HOG = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass\n"

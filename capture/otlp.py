@@ -1,0 +1,457 @@
+"""OTLP trace intake over HTTP (protobuf or JSON) and gRPC, for `slocap record`.
+
+Applications keep their stock OpenTelemetry exporters and point them here. Each
+accepted export request is flattened to one SPANS table and handed to `on_spans`.
+Bad input is answered with the OTLP status for it and counted; it never stops
+the receiver, and neither does an exception raised by `on_spans`.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import logging
+import socket
+import socketserver
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+import pyarrow as pa
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from capture.errors import CaptureError, ConfigError, DataError
+from capture.spans import flatten
+
+log = logging.getLogger(__name__)
+
+TRACES_PATH = "/v1/traces"
+GRPC_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+# why a request was refused -> (HTTP status, gRPC code)
+_OUTCOMES: dict[str, tuple[HTTPStatus, grpc.StatusCode]] = {
+    "malformed": (HTTPStatus.BAD_REQUEST, grpc.StatusCode.INVALID_ARGUMENT),
+    "too_large": (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    "unsupported_media_type": (HTTPStatus.UNSUPPORTED_MEDIA_TYPE, grpc.StatusCode.INVALID_ARGUMENT),
+    "not_found": (HTTPStatus.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED),
+    "stopping": (HTTPStatus.SERVICE_UNAVAILABLE, grpc.StatusCode.UNAVAILABLE),
+    # on_spans failed: not retryable for OTLP clients, so a broken sink is not hammered
+    "sink_error": (HTTPStatus.INTERNAL_SERVER_ERROR, grpc.StatusCode.INTERNAL),
+}
+REJECT_REASONS = tuple(_OUTCOMES)
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, message: str, status: HTTPStatus | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.status = status or _OUTCOMES[reason][0]
+
+
+@dataclass(frozen=True)
+class ReceiverCounters:
+    """What the receiver did so far. gRPC refuses oversized messages inside its core,
+    before any handler runs, so those never reach rejected["too_large"]."""
+
+    requests_ok: int
+    rejected: Mapping[str, int]  # reason (REJECT_REASONS) -> requests
+    spans_received: int  # spans handed to on_spans without error
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port)."""
+    host, sep, port = endpoint.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"OTLP endpoint {endpoint!r} is not host:port",
+            hint="write it like 127.0.0.1:4318, or [::1]:4318 for IPv6",
+        )
+    return host, int(port)
+
+
+def parse_request(body: bytes, media_type: str) -> ExportTraceServiceRequest:
+    """Decodes an OTLP export body; DataError when it is not one."""
+    try:
+        if media_type == JSON:
+            document = json.loads(body)
+            _hex_ids_to_base64(document)
+            return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+        return ExportTraceServiceRequest.FromString(body)
+    except (DecodeError, json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        kind = "OTLP/JSON" if media_type == JSON else "protobuf"
+        raise DataError(f"not a {kind} ExportTraceServiceRequest: {exc}") from None
+
+
+def _hex_ids_to_base64(document: Any) -> None:
+    """OTLP/JSON writes ids as hex, where the generic protobuf JSON mapping expects base64."""
+
+    def fix(obj: dict[str, Any], *keys: str) -> None:
+        for key in keys:
+            if isinstance(obj.get(key), str):
+                obj[key] = base64.b64encode(bytes.fromhex(obj[key])).decode("ascii")
+
+    for rs in document.get("resourceSpans", ()):
+        for ss in rs.get("scopeSpans", ()):
+            for span in ss.get("spans", ()):
+                fix(span, "traceId", "spanId", "parentSpanId")
+                for link in span.get("links", ()):
+                    fix(link, "traceId", "spanId")
+
+
+def _status_body(message: str, media_type: str) -> bytes:
+    """OTLP/HTTP wants a google.rpc.Status body on 4xx/5xx, encoded like the request."""
+    status = status_pb2.Status(message=message)
+    if media_type == JSON:
+        return json_format.MessageToJson(status).encode()
+    return status.SerializeToString()
+
+
+class OtlpReceiver:
+    """Receives OTLP traces on an HTTP and a gRPC endpoint until stop().
+
+    on_spans is called with one SPANS table per export request, from one thread at a
+    time (the receiver serializes the calls); no call starts after stop() has returned.
+    Port 0 binds a free port; the bound ports are in `http_port` and `grpc_port`.
+    """
+
+    def __init__(
+        self,
+        http_endpoint: str,
+        grpc_endpoint: str,
+        max_request_bytes: int,
+        on_spans: Callable[[pa.Table], None],
+    ) -> None:
+        self.http_endpoint = http_endpoint
+        self.grpc_endpoint = grpc_endpoint
+        self.max_request_bytes = max_request_bytes
+        self.http_port: int | None = None
+        self.grpc_port: int | None = None
+        self._on_spans = on_spans
+        self._sink_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._inflight = 0
+        self._ok = 0
+        self._spans = 0
+        self._rejected = dict.fromkeys(REJECT_REASONS, 0)
+        self._accepting = False  # new requests are taken
+        self._sink_open = False  # on_spans may be called
+        self._http: _HttpServer | None = None
+        self._http_thread: threading.Thread | None = None
+        self._grpc: grpc.Server | None = None
+
+    @property
+    def counters(self) -> ReceiverCounters:
+        with self._lock:
+            return ReceiverCounters(self._ok, dict(self._rejected), self._spans)
+
+    def start(self) -> None:
+        http_host, http_port = parse_endpoint(self.http_endpoint)
+        parse_endpoint(self.grpc_endpoint)  # gRPC parses it itself; this checks the form
+        self._http = _bind_http(self, http_host, http_port)
+        try:
+            self._grpc, self.grpc_port = _bind_grpc(self, self.grpc_endpoint)
+        except BaseException:
+            self._http.server_close()
+            self._http = None
+            raise
+        self.http_port = self._http.server_address[1]
+        self._accepting = self._sink_open = True
+        self._grpc.start()
+        self._http_thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.1}, name="otlp-http", daemon=True
+        )
+        self._http_thread.start()
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Refuses new requests, lets running ones finish for up to `grace` s, closes."""
+        if self._http is None or self._grpc is None:
+            return
+        deadline = time.monotonic() + grace
+        self._accepting = False
+        grpc_done = self._grpc.stop(grace)
+        self._http.shutdown()  # returns within one poll interval
+        with self._idle:
+            self._idle.wait_for(lambda: self._inflight == 0, timeout=max(0.0, deadline - time.monotonic()))
+        grpc_done.wait(max(0.0, deadline - time.monotonic()))
+        # a request past the grace must not reach on_spans once stop() has returned
+        if self._sink_lock.acquire(timeout=max(0.1, deadline - time.monotonic())):
+            self._sink_open = False
+            self._sink_lock.release()
+        else:
+            self._sink_open = False
+            log.warning("OTLP receiver stopped while on_spans was still running")
+        self._http.close_connections()  # idle keep-alive clients would hold a thread each
+        self._http.server_close()
+        if self._http_thread is not None:
+            self._http_thread.join(timeout=1.0)
+        self._http = self._grpc = self._http_thread = None
+
+    # shared by both transports
+
+    @contextmanager
+    def _request(self) -> Iterator[None]:
+        """Tracks one request for graceful stop and counts how it ended."""
+        with self._lock:
+            self._inflight += 1
+        try:
+            yield
+        except _Rejected as rejected:
+            with self._lock:
+                self._rejected[rejected.reason] += 1
+            log.debug("OTLP request refused (%s): %s", rejected.reason, rejected.message)
+            raise
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+
+    def _receive(self, body: bytes, media_type: str) -> None:
+        """Parses, flattens and delivers one export request, or raises _Rejected."""
+        if not self._accepting:
+            raise _Rejected("stopping", "the recorder is stopping")
+        try:
+            table = flatten(parse_request(body, media_type))
+        except DataError as exc:
+            raise _Rejected("malformed", str(exc)) from None
+        try:
+            with self._sink_lock:
+                if not self._sink_open:
+                    raise _Rejected("stopping", "the recorder is stopping")
+                if table.num_rows:
+                    self._on_spans(table)
+        except _Rejected:
+            raise
+        except Exception:
+            log.exception("OTLP receiver: storing %d spans failed", table.num_rows)
+            raise _Rejected("sink_error", "the recorder could not store these spans") from None
+        with self._lock:
+            self._ok += 1
+            self._spans += table.num_rows
+
+    def _grpc_export(self, body: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
+        try:
+            with self._request():
+                self._receive(body, PROTOBUF)
+        except _Rejected as rejected:
+            context.abort(_OUTCOMES[rejected.reason][1], rejected.message)
+        return ExportTraceServiceResponse()
+
+
+def _bind_http(receiver: OtlpReceiver, host: str, port: int) -> _HttpServer:
+    server = _HttpServer((host, port), _Handler, bind_and_activate=False, family=_family(host))
+    server.receiver = receiver
+    try:
+        server.server_bind()
+        server.server_activate()
+    except OSError as exc:  # in use, no such local address, unknown host name ...
+        server.server_close()
+        why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise CaptureError(
+            f"cannot listen for OTLP/HTTP on {receiver.http_endpoint}: {why}", hint=_HINT_HTTP
+        ) from None
+    return server
+
+
+def _bind_grpc(receiver: OtlpReceiver, endpoint: str) -> tuple[grpc.Server, int]:
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", receiver.max_request_bytes),
+            # gRPC sets SO_REUSEPORT by default, which would let two collectors share
+            # the port silently; we want "already in use" instead
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    # raw bytes in: gRPC's own deserializer would answer garbage with INTERNAL, uncounted
+    handler = grpc.unary_unary_rpc_method_handler(
+        receiver._grpc_export, response_serializer=ExportTraceServiceResponse.SerializeToString
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(GRPC_SERVICE, {"Export": handler}),))
+    try:
+        port = server.add_insecure_port(endpoint)
+    except RuntimeError:
+        server.stop(None)
+        raise CaptureError(
+            f"cannot listen for OTLP/gRPC on {endpoint}: {_bind_problem(*parse_endpoint(endpoint))}",
+            hint=_HINT_GRPC,
+        ) from None
+    return server, port
+
+
+_HINT_HTTP = "is another collector or recorder running there? stop it, or set otlp.endpoint to a free host:port"
+_HINT_GRPC = "is another collector or recorder running there? stop it, or set otlp.grpc_endpoint to a free host:port"
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _bind_problem(host: str, port: int) -> str:
+    """gRPC only says 'failed to bind'; a plain bind tells why."""
+    try:
+        with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        return "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    return "gRPC could not bind it"
+
+
+def _decode(body: bytes, encoding: str, cap: int) -> bytes:
+    """Undoes Content-Encoding, producing at most `cap` bytes: a small bomb stays small."""
+    if encoding == "identity":
+        return body
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        data = inflater.decompress(body, cap)
+    except zlib.error as exc:
+        raise _Rejected("malformed", f"{encoding} body: {exc}") from None
+    if not inflater.eof:
+        if len(data) >= cap:
+            raise _Rejected("too_large", f"body inflates beyond otlp.max_request_bytes={cap}")
+        raise _Rejected("malformed", f"{encoding} body is truncated")
+    return data
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # stop() bounds the wait itself; server_close() must not join
+    request_queue_size = 64
+    receiver: OtlpReceiver
+
+    def __init__(self, address: tuple[str, int], handler: type, *, bind_and_activate: bool, family: int) -> None:
+        self.address_family = family
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler, bind_and_activate=bind_and_activate)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks up the host's FQDN, which can stall on DNS
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Wakes handler threads blocked on idle keep-alive connections so they exit."""
+        with self._connections_lock:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # the client left, or stop() cut it off
+            log.debug("OTLP/HTTP: connection to %s lost", client_address)
+        else:
+            log.exception("OTLP/HTTP: unexpected error serving %s", client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the exporters expect
+    timeout = 10  # seconds a silent client may hold its connection
+    server: _HttpServer
+
+    def do_POST(self) -> None:
+        media_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        unread = self._declared_length()
+        receiver = self.server.receiver
+        try:
+            with receiver._request():
+                if self.path.split("?", 1)[0] != TRACES_PATH:
+                    raise _Rejected("not_found", f"no OTLP endpoint at {self.path}; traces go to {TRACES_PATH}")
+                if media_type not in (PROTOBUF, JSON):
+                    raise _Rejected("unsupported_media_type", f"Content-Type must be {PROTOBUF} or {JSON}")
+                encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
+                if encoding not in ("identity", "gzip", "deflate"):
+                    raise _Rejected(
+                        "unsupported_media_type", f"Content-Encoding {encoding!r}: use gzip, deflate or none"
+                    )
+                raw = self._read_body(unread, receiver.max_request_bytes)
+                unread = 0
+                receiver._receive(_decode(raw, encoding, receiver.max_request_bytes), media_type)
+        except _Rejected as rejected:
+            self._reply(rejected.status, _status_body(rejected.message, media_type), media_type, unread)
+            return
+        self._reply(HTTPStatus.OK, b"{}" if media_type == JSON else b"", media_type, 0)
+
+    def _declared_length(self) -> int | None:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return None
+        return length if length >= 0 else None
+
+    def _read_body(self, length: int | None, cap: int) -> bytes:
+        """The body as sent; never reads more than `cap` bytes."""
+        if length is None:
+            raise _Rejected("malformed", "a Content-Length is required", HTTPStatus.LENGTH_REQUIRED)
+        if length > cap:
+            raise _Rejected("too_large", f"body of {length} bytes exceeds otlp.max_request_bytes={cap}")
+        body = self.rfile.read(length)
+        if len(body) != length:
+            raise _Rejected("malformed", f"body ended after {len(body)} of {length} bytes")
+        return body
+
+    def _reply(self, status: HTTPStatus, body: bytes, media_type: str, unread: int | None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", JSON if media_type == JSON else PROTOBUF)
+        self.send_header("Content-Length", str(len(body)))
+        if unread != 0:  # the unread body would be parsed as the next request
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        if unread:
+            self._discard(unread)
+
+    def _discard(self, unread: int) -> None:
+        """Drains what the client is still sending, for at most 2 s, keeping none of it.
+
+        Closing a socket with unread input sends a reset, and the client would see
+        'connection reset' instead of our 413 (and retry); draining lets it read the answer.
+        """
+        deadline = time.monotonic() + 2.0
+        try:
+            self.connection.settimeout(0.5)
+            while unread > 0 and time.monotonic() < deadline:
+                chunk = self.rfile.read1(min(unread, 65536))
+                if not chunk:
+                    break
+                unread -= len(chunk)
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's signature
+        log.debug("OTLP/HTTP %s: " + format, self.address_string(), *args)

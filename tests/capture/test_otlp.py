@@ -1,0 +1,446 @@
+"""OTLP intake: the stock OpenTelemetry SDK exporters, unchanged, against OtlpReceiver."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from google.rpc import status_pb2
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    ArrayValue,
+    InstrumentationScope,
+    KeyValue,
+    KeyValueList,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceProto
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from capture.errors import CaptureError, ConfigError, DataError
+from capture.otlp import OtlpReceiver, parse_endpoint
+from capture.spans import SPANS, flatten
+
+N_SPANS = 10_000
+SMALL_CAP = 64 * 1024
+EXPORT_PATH = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+RESOURCE = {
+    "service.name": "rag-api",
+    "host.name": "node-a",
+    "process.pid": 4242,
+    "k8s.pod.name": "rag-api-7d9f",
+    "k8s.namespace.name": "llm",
+    "k8s.container.name": "api",
+    "k8s.node.name": "node-a",
+    "k8s.pod.uid": "0f3c9a1e-5b7d-4e2f-9c61-2a8b4d6e1f00",
+    "deployment.environment.name": "lab",
+}
+
+
+class Sink:
+    """on_spans for the tests: keeps every table."""
+
+    def __init__(self, fail_first: bool = False) -> None:
+        self.tables: list[pa.Table] = []
+        self.fail_first = fail_first
+
+    def __call__(self, table: pa.Table) -> None:
+        if self.fail_first:
+            self.fail_first = False
+            raise OSError("disk full")
+        self.tables.append(table)
+
+    def table(self) -> pa.Table:
+        return pa.concat_tables(self.tables) if self.tables else SPANS.empty_table()
+
+
+@contextmanager
+def running(sink: Sink, cap: int = 4 * 1024 * 1024) -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver("127.0.0.1:0", "127.0.0.1:0", cap, sink)
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+def kv(key: str, **value: object) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(**value))
+
+
+def request(n: int = 3, attributes: list[KeyValue] | None = None) -> ExportTraceServiceRequest:
+    """A small hand-built export request: n client spans of one trace."""
+    spans = [
+        Span(
+            trace_id=bytes(range(16)),
+            span_id=(i + 1).to_bytes(8, "big"),
+            name=f"span {i}",
+            kind=Span.SPAN_KIND_CLIENT,
+            start_time_unix_nano=1_700_000_000_000_000_000 + i,
+            end_time_unix_nano=1_700_000_000_000_001_000 + i,
+            attributes=attributes or [],
+        )
+        for i in range(n)
+    ]
+    resource = ResourceProto(attributes=[kv("service.name", string_value="svc")])
+    scope = ScopeSpans(scope=InstrumentationScope(name="lib"), spans=spans)
+    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(resource=resource, scope_spans=[scope])])
+
+
+def post(
+    port: int, body: bytes, *, path: str = "/v1/traces", content_type: str = "application/x-protobuf",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": content_type, **(headers or {})})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def send_with_sdk(exporter: SpanExporter) -> tuple[int, int]:
+    """N_SPANS spans through the SDK, as a server span + client (LLM call) span per request.
+
+    Returns the wall-clock window (ns) in which they were made.
+    """
+    provider = TracerProvider(resource=Resource.create(RESOURCE))
+    # the queue holds them all: the default 2048 would drop spans made faster than exported
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, max_queue_size=N_SPANS, max_export_batch_size=512, schedule_delay_millis=50)
+    )
+    tracer = provider.get_tracer("llm-client", "0.1.0")
+    started = time.time_ns()
+    try:
+        for seq in range(N_SPANS // 2):
+            with tracer.start_as_current_span("POST /v1/chat", kind=SpanKind.SERVER, attributes={
+                "http.request.method": "POST", "http.response.status_code": 200,
+                "client.address": "10.0.0.7", "client.port": 51000,
+            }):
+                with tracer.start_as_current_span("chat m-small", kind=SpanKind.CLIENT, attributes={
+                    "gen_ai.provider.name": "openai",
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": "m-small",
+                    "gen_ai.response.model": "m-small-2025",
+                    "gen_ai.usage.input_tokens": seq,
+                    "gen_ai.usage.output_tokens": 2 * seq,
+                    "gen_ai.server.time_to_first_token": 0.25,
+                    "server.address": "llm.local",
+                    "server.port": 8000,
+                    "thread.id": threading.get_ident(),
+                    "app.request.seq": seq,
+                    "app.shards": [1, 2, 3],
+                }) as child:
+                    if seq % 10 == 0:
+                        child.set_status(StatusCode.ERROR, "upstream 503")
+        ended = time.time_ns()
+        assert provider.force_flush(timeout_millis=30_000), "SDK could not flush within 30 s"
+    finally:
+        provider.shutdown()
+    return started, ended
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_sdk_exporter_spans_arrive_as_typed_rows(transport: str) -> None:
+    sink = Sink()
+    with running(sink) as receiver:
+        if transport == "http":
+            exporter: SpanExporter = HttpExporter(
+                endpoint=f"http://127.0.0.1:{receiver.http_port}/v1/traces", compression=Compression.Gzip, timeout=10
+            )
+        else:
+            exporter = GrpcExporter(endpoint=f"127.0.0.1:{receiver.grpc_port}", insecure=True, timeout=10)
+        started, ended = send_with_sdk(exporter)
+        counters = receiver.counters
+
+    table = sink.table()
+    assert table.schema == SPANS
+    assert table.num_rows == N_SPANS
+    assert counters.spans_received == N_SPANS
+    assert counters.requests_ok == len(sink.tables)
+    assert not any(counters.rejected.values())
+    assert pc.count_distinct(table["span_id"]).as_py() == N_SPANS
+    assert pc.count_distinct(table["trace_id"]).as_py() == N_SPANS // 2
+    assert pc.all(pc.match_substring_regex(table["trace_id"], "^[0-9a-f]{32}$")).as_py()
+    assert pc.all(pc.match_substring_regex(table["span_id"], "^[0-9a-f]{16}$")).as_py()
+
+    rows = table.to_pylist()
+    server = {r["trace_id"]: r for r in rows if r["kind"] == "server"}
+    client = [r for r in rows if r["kind"] == "client"]
+    assert len(server) == len(client) == N_SPANS // 2
+    assert all(r["parent_span_id"] is None for r in server.values())
+    assert all(r["parent_span_id"] == server[r["trace_id"]]["span_id"] for r in client)
+    for r in rows:
+        assert started <= r["start_ns"] <= r["end_ns"] <= ended
+        assert r["duration_ns"] == r["end_ns"] - r["start_ns"]
+        assert (r["service_name"], r["host_name"], r["process_pid"]) == ("rag-api", "node-a", 4242)
+        assert (r["k8s_pod_name"], r["k8s_namespace_name"], r["k8s_container_name"]) == ("rag-api-7d9f", "llm", "api")
+        assert (r["k8s_node_name"], r["k8s_pod_uid"]) == ("node-a", RESOURCE["k8s.pod.uid"])
+        assert r["scope_name"] == "llm-client"
+        attributes = dict(r["attributes"])
+        assert attributes["resource.deployment.environment.name"] == "lab"
+        assert "resource.service.name" not in attributes  # it is a column
+
+    for r in client:
+        attributes = dict(r["attributes"])
+        seq = int(attributes.pop("app.request.seq"))
+        assert attributes.pop("app.shards") == "[1,2,3]"
+        assert not [k for k in attributes if not k.startswith("resource.")]  # the rest are columns
+        assert r["gen_ai_usage_input_tokens"] == seq and r["gen_ai_usage_output_tokens"] == 2 * seq
+        assert (r["gen_ai_provider_name"], r["gen_ai_operation_name"]) == ("openai", "chat")
+        assert (r["gen_ai_request_model"], r["gen_ai_response_model"]) == ("m-small", "m-small-2025")
+        assert r["gen_ai_server_time_to_first_token"] == 0.25
+        assert (r["server_address"], r["server_port"]) == ("llm.local", 8000)
+        assert r["thread_id"] == threading.get_ident()
+        expected_status = ("error", "upstream 503") if seq % 10 == 0 else ("unset", None)
+        assert (r["status_code"], r["status_message"]) == expected_status
+    for r in server.values():
+        assert (r["http_request_method"], r["http_response_status_code"]) == ("POST", 200)
+        assert (r["client_address"], r["client_port"]) == ("10.0.0.7", 51000)
+        assert r["gen_ai_provider_name"] is None
+
+
+def test_http_bad_requests_are_refused_and_recording_goes_on() -> None:
+    sink = Sink()
+    valid = request().SerializeToString()
+    with running(sink, cap=SMALL_CAP) as receiver:
+        port = receiver.http_port
+        assert post(port, valid) == (200, b"")
+        status, body = post(port, b"\xff\xff\xff this is not protobuf")
+        assert status == 400
+        assert "not a protobuf ExportTraceServiceRequest" in status_pb2.Status.FromString(body).message
+        assert post(port, b"\0" * (SMALL_CAP + 1))[0] == 413
+        assert _status_line_for_huge_declared_body(port) == "HTTP/1.1 413 Request Entity Too Large"
+        assert post(port, valid, path="/v1/metrics")[0] == 404
+        assert post(port, valid, content_type="text/plain")[0] == 415
+        assert post(port, valid, headers={"Content-Encoding": "br"})[0] == 415
+        assert post(port, valid) == (200, b"")
+        counters = receiver.counters
+
+    assert counters.requests_ok == 2
+    assert counters.spans_received == 6 == sink.table().num_rows
+    assert counters.rejected == {
+        "malformed": 1, "too_large": 2, "unsupported_media_type": 2, "not_found": 1, "stopping": 0, "sink_error": 0,
+    }
+
+
+def _status_line_for_huge_declared_body(port: int) -> str:
+    """Declares 1 GiB and sends none of it: the answer must come without reading the body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            b"Content-Length: 1073741824\r\n\r\n"
+        )
+        return conn.makefile("rb").readline().decode().strip()
+
+
+def test_http_accepts_gzip_and_otlp_json() -> None:
+    sink = Sink()
+    with running(sink, cap=SMALL_CAP) as receiver:
+        port = receiver.http_port
+        zipped = gzip.compress(request().SerializeToString())
+        assert post(port, zipped, headers={"Content-Encoding": "gzip"}) == (200, b"")
+        bomb = gzip.compress(b"\0" * (SMALL_CAP * 16))  # small on the wire, large inflated
+        assert len(bomb) < SMALL_CAP
+        assert post(port, bomb, headers={"Content-Encoding": "gzip"})[0] == 413
+        assert post(port, b"\x1f\x8b broken", headers={"Content-Encoding": "gzip"})[0] == 400
+
+        # OTLP/JSON spells ids in hex, not in protobuf JSON's base64
+        document = {"resourceSpans": [{"scopeSpans": [{"spans": [{
+            "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+            "parentSpanId": "eee19b7ec3c1b173", "name": "json span", "kind": 3,
+            "startTimeUnixNano": "1544712660000000000", "endTimeUnixNano": "1544712661000000000",
+            "attributes": [{"key": "server.port", "value": {"intValue": "443"}}],
+        }]}]}]}
+        status, body = post(port, json.dumps(document).encode(), content_type="application/json")
+        assert (status, body) == (200, b"{}")
+        status, body = post(port, b'{"resourceSpans": 7}', content_type="application/json; charset=utf-8")
+        assert status == 400 and "message" in json.loads(body)
+        counters = receiver.counters
+
+    table = sink.table()
+    assert table.num_rows == 4
+    json_row = table.filter(pc.equal(table["name"], "json span")).to_pylist()[0]
+    assert (json_row["trace_id"], json_row["span_id"]) == ("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174")
+    assert json_row["parent_span_id"] == "eee19b7ec3c1b173"
+    assert (json_row["kind"], json_row["duration_ns"], json_row["server_port"]) == ("client", 10**9, 443)
+    assert counters.rejected["too_large"] == 1 and counters.rejected["malformed"] == 2
+
+
+def test_grpc_bad_requests_are_refused_and_recording_goes_on() -> None:
+    sink = Sink()
+    with running(sink, cap=SMALL_CAP) as receiver, grpc.insecure_channel(f"127.0.0.1:{receiver.grpc_port}") as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        raw = channel.unary_unary(EXPORT_PATH, request_serializer=None, response_deserializer=None)
+        stub.Export(request(), timeout=10)
+        with pytest.raises(grpc.RpcError) as garbage:
+            raw(b"\xff\xff\xff this is not protobuf", timeout=10)
+        assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as oversized:
+            raw(b"\0" * (SMALL_CAP + 1), timeout=10)
+        assert oversized.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with pytest.raises(grpc.RpcError) as bad_id:
+            bad = ScopeSpans(spans=[Span(trace_id=b"short", span_id=b"12345678")])
+            stub.Export(ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[bad])]), timeout=10)
+        assert bad_id.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "trace_id has 5 bytes, expected 16" in bad_id.value.details()
+        stub.Export(request(), timeout=10)
+        counters = receiver.counters
+
+    assert counters.requests_ok == 2 and counters.spans_received == 6 == sink.table().num_rows
+    assert counters.rejected["malformed"] == 2
+    # gRPC refuses oversized messages in its core, before the receiver sees them
+    assert counters.rejected["too_large"] == 0
+
+
+def test_a_failing_sink_is_counted_and_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    sink = Sink(fail_first=True)
+    with running(sink) as receiver, grpc.insecure_channel(f"127.0.0.1:{receiver.grpc_port}") as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        with caplog.at_level(logging.ERROR, logger="capture.otlp"):
+            assert post(receiver.http_port, request().SerializeToString())[0] == 500
+        assert "storing 3 spans failed" in caplog.text and "disk full" in caplog.text
+        assert post(receiver.http_port, request().SerializeToString()) == (200, b"")
+        stub.Export(request(), timeout=10)
+        counters = receiver.counters
+    assert counters.rejected["sink_error"] == 1
+    assert counters.requests_ok == 2 and sink.table().num_rows == 6
+
+
+def test_stop_is_bounded_and_final() -> None:
+    entered, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def slow_sink(table: pa.Table) -> None:
+        calls.append(table.num_rows)
+        entered.set()
+        release.wait(10)
+
+    receiver = OtlpReceiver("127.0.0.1:0", "127.0.0.1:0", SMALL_CAP, slow_sink)
+    receiver.start()
+    port, body = receiver.http_port, request().SerializeToString()
+    idle = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # an idle keep-alive client
+    outcome: list[object] = []
+
+    def stuck_client() -> None:
+        try:
+            outcome.append(post(port, body))
+        except (OSError, http.client.HTTPException) as exc:
+            outcome.append(exc)
+
+    stuck = threading.Thread(target=stuck_client, daemon=True)
+    try:
+        idle.connect()
+        stuck.start()
+        assert entered.wait(10)
+        begun = time.monotonic()
+        receiver.stop(grace=0.5)  # on_spans is blocked: stop must not wait for it
+        assert time.monotonic() - begun < 3
+        release.set()
+        stuck.join(10)
+        # stop() cut the stuck client off rather than wait for on_spans
+        assert len(outcome) == 1 and isinstance(outcome[0], (OSError, http.client.HTTPException))
+        with pytest.raises((OSError, http.client.HTTPException)):  # the idle connection is gone
+            idle.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+            idle.getresponse()
+    finally:
+        release.set()
+        idle.close()
+    assert calls == [3]  # nothing reached on_spans after stop()
+
+
+def test_port_in_use_names_the_endpoint() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        endpoint = f"127.0.0.1:{taken.getsockname()[1]}"
+        for http_endpoint, grpc_endpoint, name, key in [
+            (endpoint, "127.0.0.1:0", "OTLP/HTTP", "otlp.endpoint"),
+            ("127.0.0.1:0", endpoint, "OTLP/gRPC", "otlp.grpc_endpoint"),
+        ]:
+            receiver = OtlpReceiver(http_endpoint, grpc_endpoint, SMALL_CAP, Sink())
+            with pytest.raises(CaptureError) as error:
+                receiver.start()
+            assert error.value.message == f"cannot listen for {name} on {endpoint}: address already in use"
+            assert error.value.hint == (
+                f"is another collector or recorder running there? stop it, or set {key} to a free host:port"
+            )
+
+
+def test_parse_endpoint() -> None:
+    assert parse_endpoint("127.0.0.1:4318") == ("127.0.0.1", 4318)
+    assert parse_endpoint("[::1]:4317") == ("::1", 4317)
+    for bad in ("4318", "host:", ":4318", "host:99999"):
+        with pytest.raises(ConfigError):
+            parse_endpoint(bad)
+
+
+def test_flatten_types_fallbacks_and_attribute_rendering() -> None:
+    attributes = [
+        kv("gen_ai.system", string_value="vllm"),  # deprecated name: fills the column, stays in the map
+        kv("gen_ai.usage.prompt_tokens", int_value=17),
+        kv("gen_ai.usage.input_tokens", int_value=18),  # the current name wins
+        kv("gen_ai.latency.time_to_first_token", double_value=0.045),
+        kv("gen_ai.response.time_to_first_chunk", double_value=0.12),
+        kv("server.port", string_value="443"),  # a number sent as text still types
+        kv("client.port", string_value="not a port"),  # cannot type: kept as sent
+        kv("flag", bool_value=True),
+        kv("ratio", double_value=0.5),
+        kv("blob", bytes_value=b"\x00\xff"),
+        kv("tags", array_value=ArrayValue(values=[AnyValue(string_value="a"), AnyValue(int_value=2)])),
+        kv("nested", kvlist_value=KeyValueList(values=[kv("k", bool_value=False)])),
+        kv("unset"),
+    ]
+    req = request(n=1, attributes=attributes)
+    span = req.resource_spans[0].scope_spans[0].spans[0]
+    span.parent_span_id = bytes(range(8))
+    span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="boom"))
+    row = flatten(req).to_pylist()[0]
+
+    assert row["parent_span_id"] == "0001020304050607"
+    assert (row["status_code"], row["status_message"], row["kind"]) == ("error", "boom", "client")
+    assert row["gen_ai_provider_name"] == "vllm"
+    assert row["gen_ai_usage_input_tokens"] == 18
+    assert row["gen_ai_server_time_to_first_token"] == 0.045
+    assert row["gen_ai_response_time_to_first_chunk"] == 0.12
+    assert (row["server_port"], row["client_port"]) == (443, None)
+    assert dict(row["attributes"]) == {
+        "gen_ai.system": "vllm",
+        "gen_ai.usage.prompt_tokens": "17",
+        "gen_ai.latency.time_to_first_token": "0.045",
+        "client.port": "not a port",
+        "flag": "true",
+        "ratio": "0.5",
+        "blob": "AP8=",
+        "tags": '["a",2]',
+        "nested": '{"k":false}',
+        "unset": None,
+    }
+
+
+def test_flatten_rejects_ids_of_the_wrong_size() -> None:
+    req = request(n=2)
+    req.resource_spans[0].scope_spans[0].spans[1].span_id = b"\x01\x02"
+    with pytest.raises(DataError, match="OTLP span 1: span_id has 2 bytes, expected 8"):
+        flatten(req)
+    assert flatten(ExportTraceServiceRequest()).num_rows == 0
