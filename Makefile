@@ -13,9 +13,9 @@ BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -I build -I bpf
 
-.PHONY: setup deb tracefs venv bpf demo test test-unit bench clean
+.PHONY: setup deb tracefs venv bpf bcc demo test test-unit bench clean
 
-setup: deb tracefs venv bpf
+setup: deb tracefs venv bpf bcc
 
 # Debian packages the probes are built with; installed only when missing.
 deb:
@@ -55,6 +55,11 @@ $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/%.h $(wildcard bpf/*.h) build/vmlinux.h
 
 # Records 12 s of a mixed workload (DNS, connects, a lossy transfer between two
 # lab namespaces), shows live counts, then where the data went and a first query.
+# BCC degraded mode (kernels without BTF): python3-bpfcc + a kernel header tree
+# unpacked once under /var/cache/slocap/bcc-headers; /lib/modules untouched
+bcc: deb
+	@./capture/bcc_setup.sh >/dev/null
+
 demo: setup
 	@$(PY) -m replay.traffic --seconds 9 --delay 1.5 & \
 	$(VENV)/bin/slocap record --out runs --tag demo --scenario mixed-traffic --duration 12; \

@@ -122,10 +122,12 @@ def _parse_signals(value: str) -> tuple[str, ...]:
 @click.option("--libc", default=None, help="libc to probe for DNS (default: the system's).")
 @click.option("--pods", "pods_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="kubelet /pods JSON (kubectl get --raw /api/v1/nodes/NODE/proxy/pods) to name pods and containers.")
+@click.option("--mode", type=click.Choice(["auto", "core", "bcc"]), default="auto", show_default=True,
+              help="Probes: CO-RE (needs kernel BTF) or BCC (dns, retransmit; degraded); auto picks CO-RE when BTF exists.")
 @click.option("--otlp/--no-otlp", default=True, show_default=True,
               help="Receive OpenTelemetry spans (OTLP HTTP and gRPC, config otlp.*) into spans/.")
 def record(out: Path, duration: float | None, signals: str | None, config_path: Path | None,
-           tag: str, scenario: str, libc: str | None, pods_file: Path | None, otlp: bool) -> None:
+           tag: str, scenario: str, libc: str | None, pods_file: Path | None, mode: str, otlp: bool) -> None:
     """Record kernel events into a new run directory.
 
     Live counts per signal on a terminal (events/s, drops, bytes written),
@@ -144,13 +146,13 @@ def record(out: Path, duration: float | None, signals: str | None, config_path: 
     cfg = load_config(config_path)
     chosen = _parse_signals(signals) if signals else tuple(
         s for s in cfg["signal_set"]["enabled"] if s in SIGNAL_NAMES)
-    check_host()
+    check_host(mode)
     stop = Stop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda num, _f: stop.request(signal.Signals(num).name))
     rec = Recorder(RecordOptions(runs_root=out, signals=chosen, config=cfg, duration_s=duration,
                                  tag=tag, scenario=scenario, libc=libc or LIBC, pods_file=pods_file,
-                                 otlp=otlp))
+                                 otlp=otlp, mode=mode))
     result = _run_with_status(rec, stop)
     _render_result(result)
 

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from capture import _libbpf, libraries
+from capture.bcc import BCC_SIGNALS, bcc_available
 from capture import preflight as P
 from capture.errors import CaptureError
 from capture.probe import LoadedSignal
 from capture.signals import LIBC, SIGNALS
 
-BCC_PATHS = (Path("/usr/lib/python3/dist-packages/bcc"),)
-# the signals BCC can record when BTF is missing
-BCC_SIGNALS = ("dns", "retransmit")
 
 
 @dataclass
@@ -33,6 +30,7 @@ class Diagnosis:
     tracefs: str  # "mounted" | "mountable" | "unavailable"
     libbpf: str | None
     bcc: bool
+    bcc_reason: str | None  # why BCC cannot stand in, when it cannot
     libraries: dict[str, list[str]] = field(default_factory=dict)  # what the uprobes cover
     signals: dict[str, SignalStatus] = field(default_factory=dict)
     mode: str = "unavailable"
@@ -66,7 +64,8 @@ def diagnose(libc: str = LIBC) -> Diagnosis:
     tracefs = "mounted" if P.tracefs_mounted() else "mountable" if P.tracefs_mountable() else "unavailable"
     d = Diagnosis(
         root=os.geteuid() == 0, capabilities=caps, btf=P.BTF_PATH.exists(), btf_path=str(P.BTF_PATH),
-        tracefs=tracefs, libbpf=_libbpf_version(), bcc=any(p.is_dir() for p in BCC_PATHS))
+        tracefs=tracefs, libbpf=_libbpf_version(), bcc=False, bcc_reason=bcc_available())
+    d.bcc = d.bcc_reason is None
     if privileged and d.btf and tracefs == "mountable":
         try:
             P.ensure_tracefs()
@@ -91,7 +90,7 @@ def diagnose(libc: str = LIBC) -> Diagnosis:
         d.mode = "core_full"
     elif not d.btf and d.bcc and privileged:
         d.mode = "bcc_degraded"
-        d.notes.append(f"without BTF only {', '.join(BCC_SIGNALS)} can be recorded, through BCC")
+        d.notes.append(f"without BTF only {', '.join(BCC_SIGNALS)} can be recorded, through BCC (--mode bcc)")
     elif any(s.available for s in d.signals.values()):
         d.mode = "core_partial"
     return d

@@ -64,8 +64,26 @@ def ensure_tracefs() -> None:
         )
 
 
-def check_host() -> None:
+def check_bcc() -> None:
+    from capture.bcc import bcc_available
+
+    reason = bcc_available()
+    if reason:
+        raise CaptureError(f"BCC mode is not usable here: {reason}",
+                           "run 'make setup' (it installs python3-bpfcc and a kernel header tree)")
+
+
+def check_host(mode: str = "auto") -> None:
     """Everything `slocap record` needs before it loads a probe."""
     check_privilege()
-    check_btf()
+    if mode == "bcc" or (mode == "auto" and not BTF_PATH.exists() and _bcc_usable()):
+        check_bcc()
+    else:
+        check_btf()
     ensure_tracefs()
+
+
+def _bcc_usable() -> bool:
+    from capture.bcc import bcc_available
+
+    return bcc_available() is None

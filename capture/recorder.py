@@ -55,6 +55,7 @@ class RecordOptions:
     variant: str = "auto"  # tracepoint hooks: auto (tp_btf, else raw_tp), tp_btf, raw_tp
     pods_file: Path | None = None  # kubelet /pods JSON: names for pod uids and container ids
     otlp: bool = True  # receive OpenTelemetry spans on config otlp.endpoint / grpc_endpoint
+    mode: str = "auto"  # "core" (CO-RE, needs BTF) | "bcc" (dns, retransmit) | auto: core where BTF exists
 
 
 @dataclass
@@ -105,6 +106,14 @@ class Stop(threading.Event):
         self.set()
 
 
+def resolve_mode(mode: str) -> str:
+    if mode != "auto":
+        return mode
+    from capture.preflight import BTF_PATH
+
+    return "core" if BTF_PATH.exists() else "bcc"
+
+
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
@@ -132,6 +141,7 @@ class Recorder:
         self.ring_bytes = cap["ring_buffer_bytes"]
         self.wakeup_bytes = self.ring_bytes * cap["wakeup_fill_pct"] // 100
         self.poll_timeout_s = cap["poll_timeout_ms"] / 1000
+        self.mode = resolve_mode(opts.mode)
         self.run_id = opts.run_id or new_run_id()
         self.run_dir = run_dir_for(opts.runs_root, opts.tag, opts.scenario, self.run_id)
         self.node = M.host_info()["hostname"]
@@ -170,20 +180,28 @@ class Recorder:
             return {}
         return {"trace_ctx_by_tid": self.tracectx.obj.map_fd("trace_ctx_by_tid")}
 
+    def _probe(self, name: str, shared: dict[str, int]):
+        args = dict(ring_bytes=self.ring_bytes, wakeup_bytes=self.wakeup_bytes,
+                    settings=self._settings(name), libc=self.opts.libc)
+        if self.mode == "bcc":
+            from capture.bcc import BccSignal  # Debian's bcc only when asked for
+
+            return BccSignal(SIGNALS[name], **args)
+        return LoadedSignal(SIGNALS[name], **args, variant=self.opts.variant,
+                            shared_maps=shared if SIGNALS[name].stamped else None)
+
     def _load(self) -> None:
-        shared = self._load_tracectx()
+        shared = self._load_tracectx() if self.mode == "core" else {}
         for name in self.opts.signals:
             try:
-                self.loaded[name] = LoadedSignal(
-                    SIGNALS[name], ring_bytes=self.ring_bytes, wakeup_bytes=self.wakeup_bytes,
-                    settings=self._settings(name), libc=self.opts.libc, variant=self.opts.variant,
-                    shared_maps=shared if SIGNALS[name].stamped else None)
+                self.loaded[name] = self._probe(name, shared)
             except CaptureError as exc:
                 self.attach_errors[name] = exc.message
         if not self.loaded:
             first = next(iter(self.attach_errors.values()), "no signal requested")
+            log = "BCC's" if self.mode == "bcc" else "libbpf's"
             raise CaptureError(f"no probe could be attached: {first}",
-                               "run 'slocap doctor' to see which hooks this kernel allows; -v shows libbpf's log")
+                               f"run 'slocap doctor' to see which hooks this kernel allows; -v shows {log} log")
 
     def _capability(self) -> dict:
         signals = {}
@@ -198,7 +216,9 @@ class Recorder:
         full = all(s["attached"] for s in signals.values() if s["enabled"])
         stamping = {"enabled": self.tracectx is not None,
                     "hooks": self.tracectx.hooks if self.tracectx else [], "error": self.tracectx_error}
-        return {"mode": "core_full" if full else "core_partial", "signals": signals,
+        mode = "bcc_degraded" if self.mode == "bcc" else "core_full" if full else "core_partial"
+        return {"mode": mode, "missing": [n for n, s in signals.items() if not s["attached"]],
+                "signals": signals,
                 "trace_stamping": stamping}
 
     def _manifest(self, *, state: str, started_ns: int, ended_ns: int | None,

@@ -73,7 +73,8 @@ def strings_by_unique(values: np.ndarray, decode) -> pa.Array:
 
 def c_strings(raw: np.ndarray) -> pa.Array:
     """NUL-terminated char arrays (numpy 'S' dtype) to UTF-8 strings."""
-    return strings_by_unique(raw, lambda b: bytes(b).decode("utf-8", "replace"))
+    # stop at the first NUL: the kernel leaves older bytes after it
+    return strings_by_unique(raw, lambda b: bytes(b).split(b"\0", 1)[0].decode("utf-8", "replace"))
 
 
 def addresses(family: np.ndarray, raw: np.ndarray) -> pa.Array:

@@ -45,7 +45,7 @@ int getaddrinfo_exit(struct pt_regs *ctx)
 
 	if (!s)
 		return 0;
-	if (now - s->ts_ns < MIN_LATENCY_NS)
+	if (now - s->ts_ns < ((u64)MIN_LATENCY_NS << (tunable(TUNE_THRESHOLD_SHIFT) & 31)))
 		goto out;
 	e = reserve_event(sizeof(*e));
 	if (!e)

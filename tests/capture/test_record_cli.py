@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -122,3 +123,41 @@ def test_sigint_leaves_valid_parts_and_an_honest_manifest(tmp_path):
     assert sum(c["written"] for c in counters.values()) == total
     for c in counters.values():
         assert c["seen"] == c["written"] + c["dropped"]
+
+
+@pytest.mark.kernel
+def test_mode_bcc_records_dns_in_the_same_schema_and_says_degraded(tmp_path):
+    from capture.bcc import bcc_available
+    from capture.schema import KERNEL_EVENTS
+
+    reason = bcc_available()
+    if reason and not os.environ.get("CI"):
+        pytest.skip(f"BCC not usable here: {reason}")
+    out = tmp_path / "runs"
+    proc = subprocess.Popen([SLOCAP, "record", "--mode", "bcc", "--signals", "dns,retransmit,connect",
+                             "--out", str(out), "--duration", "6"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.glob("tag=*/scenario=*/run=*/manifest.json")):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else "slow"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        socket.getaddrinfo("localhost", 80)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    run_dir = next(out.glob("tag=*/scenario=*/run=*"))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["capability"]["mode"] == "bcc_degraded"
+    signals = manifest["capability"]["signals"]
+    assert set(manifest["capability"]["missing"]) == set(signals) - {"dns", "retransmit"}
+    assert signals["dns"]["attached"] and signals["retransmit"]["attached"]
+    assert signals["connect"]["error"]  # requested, but BCC mode has no connect probe
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run_dir / "kernel_events")
+    assert table.schema.remove_metadata() == KERNEL_EVENTS
+    rows = [r for r in table.to_pylist() if r["signal"] == "dns" and r["pid"] == os.getpid()]
+    assert rows and rows[0]["detail"] == "localhost" and rows[0]["value_ns"] > 0

@@ -1,0 +1,436 @@
+"""Fault injectors: one per scenario, each really injected into a running lab.
+
+Every injector has `inject()`, `clear()` (idempotent, safe before inject and after
+the lab is gone) and `labels()`, the ground truth written to labels.parquet: a v1
+fault domain (docs/contracts/v1/incident-attribution.schema.json) and the target,
+the lab service the fault is injected into.
+
+    fault = build("tcp_loss", topology, {"every": 10})
+    with fault:          # inject() ... clear()
+        run_load()
+
+Delays live in the lab's servers (POST /admin/fault); this kernel has no netem.
+Packet drops are nft rules at the receiver, CPU and memory faults are v1 cgroup
+settings plus helper processes inside the target's cgroups.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from capture.errors import CaptureError, ConfigError
+from replay.netns import clear_drops, drop_ingress_every
+from replay.topology import Topology
+
+__all__ = ["AdminFault", "Combined", "CpuContention", "Fault", "Injector", "MIXED",
+           "MemoryPressure", "PacketDrops", "SCENARIOS", "build"]
+
+ADMIN_TIMEOUT_S = 5.0
+# no server at the address any more: refused, or the lab's network is gone
+_GONE = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
+_MIB = 1 << 20
+
+
+class Injector(ABC):
+    """Something `build` returns: one fault, or several at once."""
+
+    @abstractmethod
+    def inject(self) -> None: ...
+
+    @abstractmethod
+    def clear(self) -> None: ...
+
+    @abstractmethod
+    def labels(self) -> list[dict[str, str]]: ...
+
+    def __enter__(self) -> Injector:
+        self.inject()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.clear()
+
+
+class Fault(Injector):
+    """One fault: what it breaks (`domain`), where (`target`), and what it holds.
+
+    `resource` names what the fault sets exclusively (an admin endpoint, an nft
+    table, a cgroup file): two faults holding the same one cannot run together.
+    """
+
+    def __init__(self, scenario: str, domain: str, target: str, resource: str) -> None:
+        self.scenario, self.domain, self.target, self.resource = scenario, domain, target, resource
+
+    def label(self) -> dict[str, str]:
+        return {"domain": self.domain, "target": self.target}
+
+    def labels(self) -> list[dict[str, str]]:
+        return [self.label()]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.scenario} on {self.resource}>"
+
+
+class Combined(Injector):
+    """Several faults at once; each keeps its own label."""
+
+    def __init__(self, faults: list[Fault]) -> None:
+        held: dict[str, str] = {}
+        for fault in faults:
+            if fault.resource in held:
+                raise ValueError(f"'{fault.scenario}' and '{held[fault.resource]}' both set "
+                                 f"{fault.resource}: they cannot run together")
+            held[fault.resource] = fault.scenario
+        self.faults = faults
+
+    def inject(self) -> None:
+        try:
+            for fault in self.faults:
+                fault.inject()
+        except BaseException:
+            self.clear()
+            raise
+
+    def clear(self) -> None:
+        errors: list[Exception] = []
+        for fault in reversed(self.faults):
+            try:
+                fault.clear()
+            except Exception as exc:  # clear the others anyway, then report
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def labels(self) -> list[dict[str, str]]:
+        return [fault.label() for fault in self.faults]
+
+
+# -- faults in the lab's servers ------------------------------------------------------
+
+
+class AdminFault(Fault):
+    """A fault a lab server holds: POST `body` to its /admin/fault, `{"kind": "none"}` clears."""
+
+    def __init__(self, scenario: str, domain: str, target: str, url: str, body: dict[str, Any]) -> None:
+        super().__init__(scenario, domain, target, resource=f"admin {url}")
+        self.url, self.body = url, body
+        # a held TLS handshake (tls_delay) delays the admin calls too, clear() included
+        self.timeout_s = ADMIN_TIMEOUT_S + float(body.get("ms", 0)) / 1000
+        self._active = False
+
+    def inject(self) -> None:
+        self._active = True  # even if the answer is lost, the server may hold it
+        _post(self.url, self.body, self.timeout_s)
+
+    def clear(self) -> None:
+        if self._active:
+            _post(self.url, {"kind": "none"}, self.timeout_s, gone_ok=True)
+            self._active = False
+
+
+def _post(url: str, body: dict[str, Any], timeout_s: float, *, gone_ok: bool = False) -> None:
+    """POST JSON to a lab server; with `gone_ok`, a server that is not there is no error."""
+    # lab addresses only: no proxy, and the lab's self-signed certificate
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                         urllib.request.HTTPSHandler(context=context))
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    hint = "check that the service runs and listens there (its log is in the lab's workdir)"
+    try:
+        with opener.open(request, timeout=timeout_s) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            detail = exc.read(300).decode(errors="replace")
+        raise CaptureError(f"POST {url} {json.dumps(body)} was answered {exc.code}: {detail}", hint) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if gone_ok and isinstance(reason, OSError) and reason.errno in _GONE:
+            return  # the process that held the fault is gone, and the fault with it
+        raise CaptureError(f"POST {url} {json.dumps(body)} failed: {reason}", hint) from exc
+
+
+# -- packet drops at the receiver -----------------------------------------------------
+
+
+class PacketDrops(Fault):
+    """Every `every`th TCP segment to `port` dropped as it arrives in `ns`.
+
+    `syn_only` drops only connection requests: each dropped SYN costs the client
+    the initial retransmission timeout (1 s).
+    """
+
+    def __init__(self, scenario: str, target: str, ns: str, port: int, every: int, syn_only: bool) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        super().__init__(scenario, "network_egress", target, resource=f"nft {ns}")
+        self.ns, self.port, self.every, self.syn_only = ns, port, every, syn_only
+
+    def inject(self) -> None:
+        drop_ingress_every(self.ns, self.every, tcp_dport=self.port, syn_only=self.syn_only)
+
+    def clear(self) -> None:
+        if Path("/run/netns", self.ns).exists():
+            clear_drops(self.ns)
+
+
+# -- cgroup faults --------------------------------------------------------------------
+
+
+class _HelperFault(Fault):
+    """A fault made of helper processes in the target's cgroups plus cgroup-v1 settings
+    that clear() puts back as they were."""
+
+    def __init__(self, scenario: str, domain: str, topology: Topology, service: str, resource: str) -> None:
+        super().__init__(scenario, domain, service, resource)
+        self.topology, self.service = topology, service
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._saved: list[tuple[Path, str]] = []  # (file, old value), restored in reverse
+
+    def _set(self, path: Path, value: str) -> None:
+        self._saved.append((path, path.read_text().strip()))
+        _write(path, value)
+
+    def _spawn(self, argv: list[str]) -> None:
+        self._procs.append(self.topology.spawn(self.service, argv, stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL))
+
+    def clear(self) -> None:
+        for proc in self._procs:
+            _kill_group(proc)
+        self._procs.clear()
+        while self._saved:
+            path, value = self._saved.pop()
+            if path.parent.exists():  # gone with the lab: nothing to restore
+                _write(path, value)
+
+
+def _kill_group(proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
+    """Kill a helper and what it started (its own session); return once all are gone."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        proc.poll()  # reaps the leader; its children go to init, which reaps them
+        if time.monotonic() > deadline:
+            raise CaptureError(f"helper process group {proc.pid} survives SIGKILL",
+                               f"ps -o pid,stat,cmd -g {proc.pid} shows it")
+        time.sleep(0.005)
+    proc.wait(timeout=timeout_s)
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        path.write_text(value)
+    except OSError as exc:
+        raise CaptureError(f"cannot write {value!r} to {path}: {exc.strerror}",
+                           "the lab's cgroups exist only while its Topology is open") from exc
+
+
+class CpuContention(_HelperFault):
+    """`hogs` busy loops in the service's cgroups and, with `cpus`, a CFS quota of that
+    many CPUs on its v1 cpu cgroup: its threads wait in the run queue and get throttled."""
+
+    def __init__(self, topology: Topology, service: str, hogs: int, cpus: float | None,
+                 period_us: int) -> None:
+        if hogs < 0 or (cpus is not None and cpus <= 0):
+            raise ValueError(f"need hogs >= 0 and cpus > 0, got hogs={hogs} cpus={cpus}")
+        cpu_dir = topology.cgroup_v1("cpu", service)
+        super().__init__("cpu_contention", "cpu_throttle", topology, service, resource=f"cgroup {cpu_dir}")
+        self.hogs, self.cpus, self.period_us, self.cpu_dir = hogs, cpus, period_us, cpu_dir
+
+    def inject(self) -> None:
+        if self._procs or self._saved:
+            return
+        try:
+            if self.cpus is not None:
+                # period first: the kernel checks the quota against the current period
+                self._set(self.cpu_dir / "cpu.cfs_period_us", str(self.period_us))
+                self._set(self.cpu_dir / "cpu.cfs_quota_us", str(int(self.cpus * self.period_us)))
+            for _ in range(self.hogs):
+                self._spawn(["sh", "-c", "while :; do :; done"])
+        except BaseException:
+            self.clear()
+            raise
+
+
+# reads the file `chunk` MiB at a time, `pause` s apart, round and round: the cgroup's
+# page cache grows at that pace until the limit makes the kernel reclaim
+_CACHE_READER = """
+f=$1 size=$2 chunk=$3 pause=$4 off=0
+while :; do
+  dd if="$f" of=/dev/null bs=1M count="$chunk" skip="$off" status=none
+  off=$(( (off + chunk) % size ))
+  sleep "$pause"
+done
+"""
+
+
+class MemoryPressure(_HelperFault):
+    """A v1 memory limit `margin_mb` above what the service's cgroup uses now, and a
+    reader in that cgroup cycling through a `cache_mb` file: its page cache fills the
+    margin, so the service's own allocations wait in direct reclaim.
+
+    There is no swap here: anonymous memory cannot be reclaimed, and a service that
+    grows past the margin is OOM-killed. Keep the margin above its growth.
+    """
+
+    def __init__(self, topology: Topology, service: str, margin_mb: int, cache_mb: int,
+                 read_mb_per_s: float, chunk_mb: int = 8) -> None:
+        if not 0 < margin_mb < cache_mb or read_mb_per_s <= 0:
+            raise ValueError(f"need 0 < margin_mb < cache_mb and read_mb_per_s > 0, got "
+                             f"margin_mb={margin_mb} cache_mb={cache_mb} read_mb_per_s={read_mb_per_s}")
+        mem_dir = topology.cgroup_v1("memory", service)
+        super().__init__("memory_pressure", "memory_pressure", topology, service,
+                         resource=f"cgroup {mem_dir}")
+        self.mem_dir, self.margin_mb, self.cache_mb = mem_dir, margin_mb, cache_mb
+        self.read_mb_per_s, self.chunk_mb = read_mb_per_s, min(chunk_mb, cache_mb)
+        self.cache_file = topology.workdir / f"{service}-page-cache.bin"
+        self.limit_bytes: int | None = None
+
+    def inject(self) -> None:
+        if self._procs or self._saved:
+            return
+        try:
+            self._make_cache_file()
+            usage = int((self.mem_dir / "memory.usage_in_bytes").read_text())
+            self.limit_bytes = usage + self.margin_mb * _MIB
+            self._set(self.mem_dir / "memory.limit_in_bytes", str(self.limit_bytes))
+            pause = f"{self.chunk_mb / self.read_mb_per_s:.3f}"
+            self._spawn(["sh", "-c", _CACHE_READER, "slo-lab-cache-reader", str(self.cache_file),
+                         str(self.cache_mb), str(self.chunk_mb), pause])
+        except BaseException:
+            self.clear()
+            raise
+
+    def _make_cache_file(self) -> None:
+        """Written here, then dropped from the cache, so the reader's reads charge its cgroup."""
+        fd = os.open(self.cache_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            block = b"\xa5" * _MIB  # real blocks, not a sparse file
+            for _ in range(self.cache_mb):
+                os.write(fd, block)
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+    def clear(self) -> None:
+        super().clear()
+        self.limit_bytes = None
+        self.cache_file.unlink(missing_ok=True)
+
+
+# -- the registry ---------------------------------------------------------------------
+
+
+def _params(scenario: str, given: Mapping[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given or {}) - set(defaults))
+    if unknown:
+        raise ConfigError(f"scenario '{scenario}' has no parameter {unknown[0]!r}",
+                          f"its parameters: {', '.join(sorted(defaults))}")
+    return {**defaults, **(given or {})}
+
+
+def _admin_url(topology: Topology, service: str, line: str = "ready", scheme: str = "http") -> str:
+    host, port = topology.endpoint(service, line)
+    return f"{scheme}://{host}:{port}/admin/fault"
+
+
+def _admin(scenario: str, domain: str, service: str, body: Callable[[dict[str, Any]], dict[str, Any]],
+           defaults: dict[str, Any], line: str = "ready", scheme: str = "http"
+           ) -> Callable[[Topology, Mapping[str, Any] | None], Fault]:
+    """A scenario held by `service`'s admin endpoint; `admin_url` overrides where that is."""
+
+    def make(topology: Topology, params: Mapping[str, Any] | None = None) -> Fault:
+        p = _params(scenario, params, {**defaults, "admin_url": None})
+        url = p.pop("admin_url") or _admin_url(topology, service, line, scheme)
+        return AdminFault(scenario, domain, service, url, body(p))
+
+    return make
+
+
+def _drops(scenario: str, syn_only: bool, every: int) -> Callable[[Topology, Mapping[str, Any] | None], Fault]:
+    """Drops at the backend's namespace, the receiver of gateway → backend traffic."""
+
+    def make(topology: Topology, params: Mapping[str, Any] | None = None) -> Fault:
+        p = _params(scenario, params, {"every": every, "port": None})
+        port = p["port"] or topology.endpoint("backend")[1]
+        return PacketDrops(scenario, "backend", topology.ns("backend"), port, p["every"], syn_only)
+
+    return make
+
+
+def _cpu_contention(topology: Topology, params: Mapping[str, Any] | None = None) -> Fault:
+    p = _params("cpu_contention", params, {"service": "gateway", "hogs": 2, "cpus": 1.0,
+                                           "period_us": 100_000})
+    return CpuContention(topology, p["service"], p["hogs"], p["cpus"], p["period_us"])
+
+
+def _memory_pressure(topology: Topology, params: Mapping[str, Any] | None = None) -> Fault:
+    p = _params("memory_pressure", params, {"service": "gateway", "margin_mb": 64, "cache_mb": 256,
+                                            "read_mb_per_s": 200.0})
+    return MemoryPressure(topology, p["service"], p["margin_mb"], p["cache_mb"], p["read_mb_per_s"])
+
+
+Factory = Callable[[Topology, Mapping[str, Any] | None], Fault]
+
+SCENARIOS: dict[str, Factory] = {
+    # the dns server prints `admin HOST:PORT` after `ready` (its DNS port)
+    "dns_latency": _admin("dns_latency", "network_dns", "dns", lambda p: {"kind": "delay", "ms": p["ms"]},
+                          {"ms": 300}, line="admin"),
+    "tcp_loss": _drops("tcp_loss", syn_only=False, every=20),
+    "connect_stall": _drops("connect_stall", syn_only=True, every=2),
+    # the backend serves HTTPS only, /admin/fault included
+    "tls_slowdown": _admin("tls_slowdown", "network_egress", "backend",
+                           lambda p: {"kind": "tls_delay", "ms": p["ms"]}, {"ms": 300}, scheme="https"),
+    "cpu_contention": _cpu_contention,
+    "provider_throttle": _admin("provider_throttle", "provider_throttle", "backend",
+                                lambda p: {"kind": "throttle", **p}, {"retry_after_s": 1, "fraction": 0.5},
+                                scheme="https"),
+    "retrieval_slowdown": _admin("retrieval_slowdown", "retrieval_backend", "retrieval",
+                                 lambda p: {"kind": "slowdown", "extra_ms": p["extra_ms"]}, {"extra_ms": 400}),
+    "memory_pressure": _memory_pressure,
+}
+
+# two faults at once, in different domains and on different resources
+MIXED: dict[str, tuple[str, str]] = {
+    "dns_latency+cpu_contention": ("dns_latency", "cpu_contention"),
+    "tcp_loss+retrieval_slowdown": ("tcp_loss", "retrieval_slowdown"),
+    "provider_throttle+memory_pressure": ("provider_throttle", "memory_pressure"),
+}
+
+
+def build(scenario: str, topology: Topology, params: Mapping[str, Any] | None = None) -> Injector:
+    """The injector of a scenario in SCENARIOS or MIXED; for a mixed one, `params`
+    maps each part's name to its parameters."""
+    if scenario in SCENARIOS:
+        return SCENARIOS[scenario](topology, params)
+    if scenario in MIXED:
+        given = dict(params or {})
+        unknown = sorted(set(given) - set(MIXED[scenario]))
+        if unknown:
+            raise ConfigError(f"scenario '{scenario}' has no part {unknown[0]!r}",
+                              f"its parts: {', '.join(MIXED[scenario])}")
+        return Combined([SCENARIOS[part](topology, given.get(part)) for part in MIXED[scenario]])
+    raise ConfigError(f"unknown scenario {scenario!r}",
+                      f"known scenarios: {', '.join(sorted([*SCENARIOS, *MIXED]))}")
