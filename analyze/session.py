@@ -1,4 +1,4 @@
-"""Opens run directories as DuckDB views: kernel_events, runs.
+"""Opens run directories as DuckDB views: kernel_events, kernel_hist, spans, runs.
 
 A path may be one run directory (it holds manifest.json) or any folder above
 runs in the hive layout tag=/scenario=/run=; every run below it is opened.
@@ -17,8 +17,9 @@ import pyarrow.parquet as pq
 from capture.errors import DataError
 from capture.manifest import MANIFEST
 from capture.schema import KERNEL_EVENTS, KERNEL_HIST
+from capture.spans import SPANS
 
-TABLES = {"kernel_events": KERNEL_EVENTS, "kernel_hist": KERNEL_HIST}
+TABLES = {"kernel_events": KERNEL_EVENTS, "kernel_hist": KERNEL_HIST, "spans": SPANS}
 
 
 @dataclass

@@ -35,10 +35,13 @@ def test_not_root_is_one_clear_error(monkeypatch, tmp_path):
     assert not any(tmp_path.iterdir())  # nothing half-made
 
 
-def test_missing_btf_is_one_clear_error(monkeypatch, tmp_path):
+@pytest.mark.parametrize("mode", ["core", "auto"])
+def test_missing_btf_is_one_clear_error(monkeypatch, tmp_path, mode):
+    # auto falls back to BCC when it can; here it cannot
     monkeypatch.setattr(preflight, "effective_caps", lambda: dict.fromkeys(preflight.CAPS, True))
     monkeypatch.setattr(preflight, "BTF_PATH", tmp_path / "no-vmlinux")
-    r = _invoke("record", "--out", str(tmp_path / "runs"), "--duration", "1")
+    monkeypatch.setattr(preflight, "_bcc_usable", lambda: False)
+    r = _invoke("record", "--out", str(tmp_path / "runs"), "--duration", "1", "--mode", mode)
     assert r.exit_code == 1
     assert r.output.splitlines()[0] == f"error: no kernel BTF at {tmp_path / 'no-vmlinux'}: CO-RE probes cannot be relocated on this kernel"
     assert "CONFIG_DEBUG_INFO_BTF=y" in r.output
