@@ -5,7 +5,7 @@ On span start it calls the marker function slo_trace_set() of the tiny shared
 library the package builds (capture/_trace/libslotrace.so); slocap's uprobe on
 that function fills a per-thread BPF map, and the dns, connect and tls probes
 stamp their events with it. On span end the thread goes back to the parent
-span (or to none). Without slocap running the call costs a function call.
+span, or to none when the parent is remote or absent. Without slocap running the call costs a function call.
 
     from capture.tracing import KernelTraceContextProcessor
     provider.add_span_processor(KernelTraceContextProcessor())
@@ -51,7 +51,9 @@ class KernelTraceContextProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         parent = span.parent
-        if parent is not None and parent.is_valid:
+        # a remote parent's work is not on this thread: an idle server thread
+        # must not stay stamped with its last caller's span
+        if parent is not None and parent.is_valid and not parent.is_remote:
             self.publish(parent.trace_id, parent.span_id)
         else:
             self.publish(0, 0)
