@@ -19,6 +19,22 @@ const volatile __u64 wakeup_bytes = 0;	/* wake the drain only past this fill */
 const volatile __u64 rate_limit = 0;	/* events per second, 0 = unlimited */
 const volatile __u64 rate_burst = 0;	/* events per 1/8 s at most, 0 = no cap */
 
+/* record only tasks under one cgroup-v2 directory (user space puts its fd in
+ * target_cgroup[0]) when filter_cgroup is set */
+const volatile bool filter_cgroup = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} target_cgroup SEC(".maps");
+
+static __always_inline bool in_target(void)
+{
+	return !filter_cgroup || bpf_current_task_under_cgroup(&target_cgroup, 0) == 1;
+}
+
 /* tunables user space changes while recording, to shed load (never written
  * by the programs, so a read-modify-write from user space is safe) */
 __u32 sample_shift SEC(".data.tune") = 0;	/* keep 1 event in 2^shift */

@@ -36,6 +36,8 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 	if (newstate == TCP_SYN_SENT) {
 		struct caller start = {};
 
+		if (!in_target())
+			return 0;
 		fill_hdr_current(&start.hdr);
 		stamp_trace(&start.trace);
 		bpf_map_update_elem(&pending, &key, &start, BPF_ANY);

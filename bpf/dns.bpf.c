@@ -39,7 +39,7 @@ int BPF_KPROBE(getaddrinfo_enter, const char *node)
 	__u32 zero = 0;
 	struct start *s = bpf_map_lookup_elem(&scratch, &zero);
 
-	if (!s)
+	if (!s || !in_target())
 		return 0;
 	s->ts_ns = bpf_ktime_get_ns();
 	stamp_trace(&s->trace);

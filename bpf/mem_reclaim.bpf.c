@@ -25,6 +25,8 @@ static __always_inline int begin(int order, __u32 kind)
 	__u64 id = bpf_get_current_pid_tgid();
 	struct start s = { .ts_ns = bpf_ktime_get_ns(), .order = order, .kind = kind };
 
+	if (!in_target())
+		return 0;
 	bpf_map_update_elem(&starts, &id, &s, BPF_ANY);
 	return 0;
 }

@@ -29,6 +29,8 @@ int BPF_KPROBE(tls_enter)
 	__u64 id = bpf_get_current_pid_tgid();
 	struct start s = {};
 
+	if (!in_target())
+		return 0;
 	s.ts_ns = bpf_ktime_get_ns();
 	s.func = bpf_get_attach_cookie(ctx);
 	stamp_trace(&s.trace);

@@ -202,6 +202,12 @@ class BpfObject:
         if self._lib.bpf_map_update_elem(fd, ctypes.byref(key), buf, 0) != 0:
             raise CaptureError(f"cannot write {section} of {self.path.name}: {_errno_text()}")
 
+    def update_elem(self, map_name: str, key: int, value: int) -> None:
+        """Sets a u32 → u32 entry, e.g. a cgroup fd in a CGROUP_ARRAY."""
+        k, v = ctypes.c_uint32(key), ctypes.c_uint32(value)
+        if self._lib.bpf_map_update_elem(self.map_fd(map_name), ctypes.byref(k), ctypes.byref(v), 0) != 0:
+            raise CaptureError(f"cannot set {map_name}[{key}] of {self.path.name}: {_errno_text()}")
+
     def has_global(self, section: str, name: str) -> bool:
         return name in self._section_vars(section)
 

@@ -124,10 +124,13 @@ def _parse_signals(value: str) -> tuple[str, ...]:
               help="kubelet /pods JSON (kubectl get --raw /api/v1/nodes/NODE/proxy/pods) to name pods and containers.")
 @click.option("--mode", type=click.Choice(["auto", "core", "bcc"]), default="auto", show_default=True,
               help="Probes: CO-RE (needs kernel BTF) or BCC (dns, retransmit; degraded); auto picks CO-RE when BTF exists.")
+@click.option("--cgroup", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Record only tasks under this cgroup-v2 directory (dns, connect, tls, mem_reclaim).")
 @click.option("--otlp/--no-otlp", default=True, show_default=True,
               help="Receive OpenTelemetry spans (OTLP HTTP and gRPC, config otlp.*) into spans/.")
 def record(out: Path, duration: float | None, signals: str | None, config_path: Path | None,
-           tag: str, scenario: str, libc: str | None, pods_file: Path | None, mode: str, otlp: bool) -> None:
+           tag: str, scenario: str, libc: str | None, pods_file: Path | None, mode: str,
+           cgroup: Path | None, otlp: bool) -> None:
     """Record kernel events into a new run directory.
 
     Live counts per signal on a terminal (events/s, drops, bytes written),
@@ -152,7 +155,7 @@ def record(out: Path, duration: float | None, signals: str | None, config_path: 
         signal.signal(sig, lambda num, _f: stop.request(signal.Signals(num).name))
     rec = Recorder(RecordOptions(runs_root=out, signals=chosen, config=cfg, duration_s=duration,
                                  tag=tag, scenario=scenario, libc=libc or LIBC, pods_file=pods_file,
-                                 otlp=otlp, mode=mode))
+                                 otlp=otlp, mode=mode, cgroup=cgroup))
     result = _run_with_status(rec, stop)
     _render_result(result)
 
@@ -199,3 +202,85 @@ def _render_result(result) -> None:
             f"{result.bytes_written / 1e6:.2f} MB")
     c.print(render_arrow(events_by_signal(result.run_dir), title="first look: events by signal"))
     c.print(f"explore: sloan sql \"SELECT * FROM kernel_events LIMIT 20\" --runs {result.run_dir}", soft_wrap=True)
+
+
+@main.group()
+def lab() -> None:
+    """The incident lab: seeded load, really injected faults, labelled runs.
+
+    \b
+    slocap lab run --scenario dns_latency --reps 3 --tag main --profile smoke --out runs
+    slocap lab run --scenario all --profile full --tag v0.2-rc --out runs
+    slocap lab cleanup          remove what a killed run left behind
+    """
+
+
+@lab.command("run")
+@click.option("--scenario", "scenarios", multiple=True, required=True,
+              help="Scenario name (repeatable), or 'all'. See 'slocap lab list'.")
+@click.option("--reps", type=click.IntRange(min=1), default=1, show_default=True, help="Runs per scenario.")
+@click.option("--tag", required=True, help="Release tag the runs belong to (e.g. main, v0.2-rc).")
+@click.option("--profile", type=click.Choice(["smoke", "full"]), default="smoke", show_default=True,
+              help="Phase lengths: smoke 15/15/10 s; full 10/10/5 min (baseline/fault/recovery).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Runs root.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the load and every draw.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON config merged over config/defaults.json.")
+def lab_run(scenarios: tuple[str, ...], reps: int, tag: str, profile: str, out: Path, seed: int,
+            config_path: Path | None) -> None:
+    """Run scenarios in the lab; one labelled run directory per rep."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from capture.config import load_config
+    from capture.preflight import check_host
+    from replay.runner import LabOptions, run_lab, scenario_names
+
+    names = scenario_names() if "all" in scenarios else list(scenarios)
+    opts = LabOptions(scenarios=names, reps=reps, tag=tag, profile=profile, runs_root=out,
+                      config=load_config(config_path), seed=seed)
+    check_host("core")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C
+    console = Console(stderr=True, highlight=False)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, disable=not console.is_terminal)
+    tasks: dict = {}
+
+    def on_progress(p) -> None:
+        key = (p.scenario, p.rep)
+        if key not in tasks:
+            tasks[key] = progress.add_task("", total=None)
+        progress.update(tasks[key], description=f"{p.scenario} {p.rep}/{p.reps} [{p.phase}]",
+                        completed=p.requests_done, total=p.requests_total or None)
+
+    try:
+        with progress:
+            runs = run_lab(opts, on_progress)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/] the lab was cleaned up; the last run says complete: false")
+        sys.exit(ExitCode.USER)
+    c = Console(highlight=False)
+    for r in runs:
+        c.print(f"{r.scenario} rep {r.rep}: {r.summary.render()}  → {r.run_dir}", soft_wrap=True)
+
+
+@lab.command("list")
+def lab_list() -> None:
+    """The scenarios and the fault domain each one labels."""
+    from replay.faults import MIXED, SCENARIOS
+    from replay.runner import BASELINE
+
+    click.echo(f"{BASELINE:34} no fault")
+    for name in SCENARIOS:
+        click.echo(name)
+    for name, parts in MIXED.items():
+        click.echo(f"{name:34} {' + '.join(parts)} at once")
+
+
+@lab.command("cleanup")
+def lab_cleanup() -> None:
+    """Remove namespaces, bridges, /etc/netns entries and cgroups a killed lab left."""
+    from replay.topology import cleanup
+
+    removed = cleanup()
+    click.echo("\n".join(removed) if removed else "nothing to clean up")

@@ -29,8 +29,10 @@ class LoadedSignal:
 
     def __init__(self, signal: Signal, *, ring_bytes: int, wakeup_bytes: int,
                  settings: dict[str, int] | None = None, libc: str = LIBC,
-                 variant: str = "auto", shared_maps: dict[str, int] | None = None) -> None:
+                 variant: str = "auto", shared_maps: dict[str, int] | None = None,
+                 cgroup_fd: int | None = None) -> None:
         self.signal = signal
+        self.cgroup_fd = cgroup_fd
         self.shared_maps = shared_maps or {}
         if variant == "auto":
             attempts = [False, True] if signal.has_fallback else [False]
@@ -58,8 +60,12 @@ class LoadedSignal:
                     self.obj.set_autoload(hook.program, not use_fallback)
                     self.obj.set_autoload(hook.fallback, use_fallback)
             self.obj.resize_map("events", ring_bytes)
+            if self.cgroup_fd is not None:
+                settings = {**settings, "filter_cgroup": 1}
             self.obj.set_rodata(wakeup_bytes=wakeup_bytes, **settings)
             self.obj.load()
+            if self.cgroup_fd is not None:
+                self.obj.update_elem("target_cgroup", 0, self.cgroup_fd)
             for hook in self.signal.hooks:
                 if hook.kind == "tracepoint":
                     self.obj.attach(hook.fallback if use_fallback and hook.fallback else hook.program)

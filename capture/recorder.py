@@ -8,6 +8,7 @@ low rates it costs one poll per timeout and at high rates it drains in batches.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import resource
 import secrets
@@ -56,6 +57,7 @@ class RecordOptions:
     pods_file: Path | None = None  # kubelet /pods JSON: names for pod uids and container ids
     otlp: bool = True  # receive OpenTelemetry spans on config otlp.endpoint / grpc_endpoint
     mode: str = "auto"  # "core" (CO-RE, needs BTF) | "bcc" (dns, retransmit) | auto: core where BTF exists
+    cgroup: Path | None = None  # record only tasks under this cgroup-v2 directory (CO-RE mode)
 
 
 @dataclass
@@ -100,10 +102,16 @@ class Stop(threading.Event):
     """Set from a signal handler or another thread; says why the run ended early."""
 
     reason = "stopped"
+    complete = False  # True when the caller ended a run that had no fixed duration as planned
 
     def request(self, reason: str) -> None:
         self.reason = reason
         self.set()
+
+    def finish(self, reason: str = "finished") -> None:
+        """Ends the run as planned: the manifest says complete."""
+        self.complete = True
+        self.request(reason)
 
 
 def resolve_mode(mode: str) -> str:
@@ -188,9 +196,16 @@ class Recorder:
 
             return BccSignal(SIGNALS[name], **args)
         return LoadedSignal(SIGNALS[name], **args, variant=self.opts.variant,
-                            shared_maps=shared if SIGNALS[name].stamped else None)
+                            shared_maps=shared if SIGNALS[name].stamped else None, cgroup_fd=self._cgroup_fd)
 
     def _load(self) -> None:
+        self._cgroup_fd = None
+        if self.opts.cgroup is not None:
+            try:
+                self._cgroup_fd = os.open(self.opts.cgroup, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as exc:
+                raise CaptureError(f"cannot open cgroup {self.opts.cgroup}: {exc.strerror}",
+                                   "pass a cgroup-v2 directory, e.g. /sys/fs/cgroup/unified/<name>") from None
         shared = self._load_tracectx() if self.mode == "core" else {}
         for name in self.opts.signals:
             try:
@@ -232,6 +247,7 @@ class Recorder:
             "git_sha": M.git_sha(), "tool_version": M.tool_version(),
             "host": M.host_info(), "node": self.node,
             "pods_file": str(o.pods_file) if o.pods_file else None,
+            "cgroup_filter": str(o.cgroup) if o.cgroup else None,
             "capability": self._capability(),
             "config_hash": config_hash(o.config), "config": o.config,
             "clock": self.anchor.to_dict() if self.anchor else None,
@@ -385,7 +401,7 @@ class Recorder:
                 on_ready(self.run_dir)
             self._loop(stop, on_progress)
             if stop.is_set():
-                stop_reason, complete = stop.reason, False
+                stop_reason, complete = stop.reason, stop.complete
         except OSError as exc:
             stop_reason, complete = f"error: {exc}", False
             hint = ("free space on that file system or pass another --out"
@@ -454,6 +470,8 @@ class Recorder:
                 self.tracectx.close()
             if self.monitor is not None:
                 self.monitor.close()
+            if getattr(self, "_cgroup_fd", None) is not None:
+                os.close(self._cgroup_fd)
         try:
             M.write_manifest(self.run_dir, self._manifest(
                 state="finished", started_ns=started_ns, ended_ns=time.time_ns(),

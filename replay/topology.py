@@ -126,6 +126,11 @@ class Topology:
     def pod(self, service: str) -> Pod:
         return pod_of(self._check(service))
 
+    @property
+    def cgroup_root(self) -> Path:
+        """The cgroup-v2 directory every lab process is under."""
+        return CGROUP_V2 / self.name
+
     def cgroup_v2(self, service: str) -> Path:
         pod = self.pod(service)
         return (CGROUP_V2 / self.name / "kubepods.slice" / "kubepods-burstable.slice"

@@ -69,12 +69,12 @@ def recording(tmp_path):
     from capture.recorder import Recorder, RecordOptions, Stop
 
     @contextmanager
-    def start(signals, variant="auto", safety=None, pods_file=None, **capture_overrides):
+    def start(signals, variant="auto", safety=None, pods_file=None, cgroup=None, **capture_overrides):
         cfg = load_config()
         cfg["capture"].update(capture_overrides)
         cfg["safety"].update(safety or {})
         rec = Recorder(RecordOptions(runs_root=tmp_path / "runs", signals=tuple(signals), config=cfg,
-                                     variant=variant, pods_file=pods_file))
+                                     variant=variant, pods_file=pods_file, cgroup=cgroup))
         stop, ready, outcome = Stop(), threading.Event(), {}
 
         def target():

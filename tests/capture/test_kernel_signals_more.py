@@ -260,3 +260,18 @@ def test_events_of_a_process_in_a_kubelet_pod_cgroup_carry_its_pod(recording, tm
     assert rows, "no dns row from the pod's cgroup"
     assert {(r["pod"], r["namespace"], r["container"]) for r in rows} == {("rag-gateway-7d9f", "llm", "gateway")}
 
+
+
+def test_cgroup_filter_keeps_only_tasks_under_the_directory(recording):
+    inside = _cgroup("slo-test-filter")
+    try:
+        with recording(["dns"], cgroup=inside) as rec:
+            child = subprocess.run(["python3", "-c", LOOKUP, str(inside)], timeout=30)
+            assert child.returncode == 0
+            socket.getaddrinfo("localhost", 80)  # this process is outside: not recorded
+        inode = inside.stat().st_ino
+    finally:
+        inside.rmdir()
+    rows = rec.rows("dns")
+    assert rows, "the child's lookup under the cgroup was not recorded"
+    assert {r["cgroup_id"] for r in rows} == {inode}

@@ -1,0 +1,241 @@
+"""slocap lab run: the incident lab end to end, one labelled run directory per rep.
+
+For each rep: lay out the lab (namespaces on a bridge, kubelet-named cgroups),
+start the recorder (kernel probes + OTLP receiver on the bridge address), start
+the services (DNS, retrieval, backend over TLS, gateway), send the seeded load
+through the phases baseline → fault → recovery, inject the fault at the start
+of the fault phase and clear it at its end, then write labels.parquet with the
+fault windows as they really happened.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from capture.errors import ConfigError
+from capture.recorder import Recorder, RecordOptions, Stop
+from capture.signals import SIGNALS
+from replay import certs, faults
+from replay.loadgen import Summary, run_load
+from replay.profiles import PROFILES, schedule_phases
+from replay.topology import Topology
+
+LOAD_PROFILE = "rag_mixed_20rps"
+# phases in seconds: `full` as the build plan fixes it, `smoke` short enough for CI
+PHASES = {
+    "full": (("baseline", 600.0), ("fault", 600.0), ("recovery", 300.0)),
+    "smoke": (("baseline", 15.0), ("fault", 15.0), ("recovery", 10.0)),
+}
+BASELINE = "baseline"  # a run with no fault
+PORTS = {"dns": 53, "dns_admin": 8053, "retrieval": 8081, "backend": 8443, "gateway": 8080}
+
+LABELS = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("scenario", pa.string(), nullable=False),
+    pa.field("domain", pa.string(), nullable=False),  # v1 fault domain
+    pa.field("target", pa.string()),  # the lab service the fault was injected into
+    pa.field("start_ns", pa.int64(), nullable=False),  # wall clock, when inject() returned
+    pa.field("end_ns", pa.int64(), nullable=False),  # when clear() was called
+])
+
+
+def scenario_names() -> list[str]:
+    return [BASELINE, *faults.SCENARIOS, *faults.MIXED]
+
+
+@dataclass
+class LabOptions:
+    scenarios: list[str]
+    reps: int
+    tag: str
+    profile: str  # smoke | full
+    runs_root: Path
+    config: dict
+    seed: int = 42
+    lab_index: int = 0
+    signals: tuple[str, ...] = tuple(SIGNALS)
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.scenarios if s not in scenario_names()]
+        if unknown:
+            raise ConfigError(f"unknown scenario {unknown[0]!r}",
+                              f"known scenarios: all, {', '.join(scenario_names())}")
+        if self.profile not in PHASES:
+            raise ConfigError(f"unknown profile {self.profile!r}", f"choose {' or '.join(PHASES)}")
+
+
+@dataclass
+class LabProgress:
+    """What the runner reports while it works."""
+    scenario: str
+    rep: int
+    reps: int
+    phase: str
+    requests_done: int = 0
+    requests_total: int = 0
+
+
+@dataclass
+class LabRun:
+    scenario: str
+    rep: int
+    run_dir: Path
+    complete: bool
+    summary: Summary
+    labels: list[dict] = field(default_factory=list)
+
+
+def _python(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def _start_services(lab: Topology, seed: int) -> str:
+    """Starts the four services; returns the gateway's URL."""
+    otlp = f"http://{lab.host_ip}:4318/v1/traces"
+    common = ["--seed", str(seed), "--otlp-endpoint", otlp]
+    cert, key = certs.make_self_signed(lab.workdir / "tls")
+    zone = lab.workdir / "zone.json"
+    zone.write_text(json.dumps(lab.zone()))
+    a = lab.addr
+    lab.start("dns", _python("replay.dnsserver", "--listen", f"{a('dns')}:{PORTS['dns']}",
+                             "--admin", f"{a('dns')}:{PORTS['dns_admin']}", "--zone", str(zone), *common))
+    lab.start("retrieval", _python("replay.retrieval", "--listen", f"{a('retrieval')}:{PORTS['retrieval']}",
+                                   *common))
+    lab.start("backend", _python("replay.backend", "--listen", f"{a('backend')}:{PORTS['backend']}",
+                                 "--cert", str(cert), "--key", str(key), *common))
+    lab.start("gateway", _python("replay.gateway", "--listen", f"{a('gateway')}:{PORTS['gateway']}",
+                                 "--retrieval-url", f"http://retrieval.lab:{PORTS['retrieval']}",
+                                 "--backend-url", f"https://backend.lab:{PORTS['backend']}",
+                                 "--backend-ca", str(cert), *common))
+    return f"http://{a('gateway')}:{PORTS['gateway']}"
+
+
+class _FaultClock(threading.Thread):
+    """Injects at the start of the fault phase and clears at its end, on time."""
+
+    def __init__(self, injector: faults.Injector | None, t0: float, start_s: float, end_s: float,
+                 on_phase: Callable[[str], None]) -> None:
+        super().__init__(daemon=True)
+        self.injector, self.t0, self.start_s, self.end_s = injector, t0, start_s, end_s
+        self.on_phase = on_phase
+        self.window: tuple[int, int] | None = None
+        self.error: BaseException | None = None
+        self._cancel = threading.Event()
+
+    def run(self) -> None:
+        try:
+            if self._cancel.wait(max(0.0, self.t0 + self.start_s - time.monotonic())):
+                return
+            self.on_phase("fault")
+            if self.injector is not None:
+                self.injector.inject()
+            started = time.time_ns()
+            self._cancel.wait(max(0.0, self.t0 + self.end_s - time.monotonic()))
+            ended = time.time_ns()
+            if self.injector is not None:
+                self.injector.clear()
+            self.window = (started, ended)
+            self.on_phase("recovery")
+        except BaseException as exc:  # surfaced by the runner after the load
+            self.error = exc
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+
+def _record_config(cfg: dict, host_ip: str) -> dict:
+    cfg = copy.deepcopy(cfg)
+    # the services live in other namespaces: the receiver listens on the bridge
+    cfg["otlp"]["endpoint"] = f"{host_ip}:4318"
+    cfg["otlp"]["grpc_endpoint"] = f"{host_ip}:4317"
+    return cfg
+
+
+def run_one(opts: LabOptions, scenario: str, rep: int,
+            on_progress: Callable[[LabProgress], None] | None = None) -> LabRun:
+    """One rep. Ctrl-C (KeyboardInterrupt) unwinds it: fault cleared, the recorder
+    stopped with complete: false, the lab torn down."""
+    phases = PHASES[opts.profile]
+    progress = LabProgress(scenario, rep, opts.reps, "setup")
+
+    def report(**changes) -> None:
+        for k, v in changes.items():
+            setattr(progress, k, v)
+        if on_progress:
+            on_progress(progress)
+
+    report()
+    with Topology(opts.lab_index) as lab:
+        rec = Recorder(RecordOptions(
+            runs_root=opts.runs_root, signals=opts.signals, config=_record_config(opts.config, lab.host_ip),
+            tag=opts.tag, scenario=scenario, seed=opts.seed, profile=opts.profile,
+            phases={name: secs for name, secs in phases}, pods_file=lab.pods_file,
+            cgroup=lab.cgroup_root))
+        rec_stop, ready, outcome = Stop(), threading.Event(), {}
+
+        def record() -> None:
+            try:
+                outcome["result"] = rec.run(rec_stop, on_ready=lambda _d: ready.set())
+            except BaseException as exc:
+                outcome["error"] = exc
+                ready.set()
+
+        recorder = threading.Thread(target=record, daemon=True)
+        recorder.start()
+        ready.wait(60)
+        if "error" in outcome:
+            raise outcome["error"]
+        try:
+            url = _start_services(lab, opts.seed)
+            injector = faults.build(scenario, lab) if scenario != BASELINE else None
+            planned = schedule_phases(PROFILES[LOAD_PROFILE], opts.seed, list(phases))
+            baseline_s = phases[0][1]
+            clock = _FaultClock(injector, time.monotonic(), baseline_s, baseline_s + phases[1][1],
+                                lambda phase: report(phase=phase))
+            report(phase="baseline", requests_total=len(planned))
+            clock.start()
+            try:
+                summary = run_load(url, planned, out_dir=rec.run_dir, timeout_s=60.0,
+                                   on_progress=lambda done, total: report(requests_done=done))
+            finally:
+                clock.cancel()
+                clock.join(30)
+                if injector is not None:
+                    injector.clear()  # idempotent: also after Ctrl-C mid-fault
+            if clock.error:
+                raise clock.error
+            labels = _write_labels(rec.run_dir, rec.run_id, scenario, injector, clock.window)
+        except BaseException as exc:
+            rec_stop.request("interrupted" if isinstance(exc, KeyboardInterrupt) else f"lab error: {exc}")
+            recorder.join(60)
+            raise
+        rec_stop.finish("lab run finished")
+        recorder.join(60)
+        if "error" in outcome:
+            raise outcome["error"]
+    return LabRun(scenario, rep, rec.run_dir, outcome["result"].complete, summary, labels)
+
+
+def _write_labels(run_dir: Path, run_id: str, scenario: str, injector: faults.Injector | None,
+                  window: tuple[int, int] | None) -> list[dict]:
+    rows = []
+    if injector is not None and window is not None:
+        rows = [{"run_id": run_id, "scenario": scenario, "domain": label["domain"], "target": label.get("target"),
+                 "start_ns": window[0], "end_ns": window[1]} for label in injector.labels()]
+    pq.write_table(pa.Table.from_pylist(rows, schema=LABELS), run_dir / "labels.parquet")
+    return rows
+
+
+def run_lab(opts: LabOptions, on_progress: Callable[[LabProgress], None] | None = None) -> list[LabRun]:
+    return [run_one(opts, scenario, rep, on_progress)
+            for scenario in opts.scenarios for rep in range(1, opts.reps + 1)]
