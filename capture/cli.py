@@ -128,14 +128,22 @@ def _parse_signals(value: str) -> tuple[str, ...]:
               help="Record only tasks under this cgroup-v2 directory (dns, connect, tls, mem_reclaim).")
 @click.option("--otlp/--no-otlp", default=True, show_default=True,
               help="Receive OpenTelemetry spans (OTLP HTTP and gRPC, config otlp.*) into spans/.")
+@click.option("--run-id", default=None, help="Run id (default: UTC time + random suffix).")
+@click.option("--seed", type=int, default=None, help="Seed of the workload, kept in the manifest.")
+@click.option("--profile", default=None, help="Workload profile name, kept in the manifest.")
+@click.option("--phases", default=None, metavar="NAME=S,...",
+              help="Planned phases in seconds, kept in the manifest (e.g. baseline=600,fault=600,recovery=300).")
 def record(out: Path, duration: float | None, signals: str | None, config_path: Path | None,
            tag: str, scenario: str, libc: str | None, pods_file: Path | None, mode: str,
-           cgroup: Path | None, otlp: bool) -> None:
+           cgroup: Path | None, otlp: bool, run_id: str | None, seed: int | None, profile: str | None,
+           phases: str | None) -> None:
     """Record kernel events into a new run directory.
 
     Live counts per signal on a terminal (events/s, drops, bytes written),
     quiet otherwise. Ctrl-C or SIGTERM stops cleanly: part files already
-    written stay valid and the manifest says complete: false.
+    written stay valid and the manifest says complete: false. SIGUSR1 ends a
+    recording without --duration as planned (complete: true): how a harness
+    that started it around a workload says "done".
 
     \b
     Example:
@@ -153,11 +161,23 @@ def record(out: Path, duration: float | None, signals: str | None, config_path: 
     stop = Stop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda num, _f: stop.request(signal.Signals(num).name))
+    signal.signal(signal.SIGUSR1, lambda _n, _f: stop.finish("finished by the caller (SIGUSR1)"))
     rec = Recorder(RecordOptions(runs_root=out, signals=chosen, config=cfg, duration_s=duration,
                                  tag=tag, scenario=scenario, libc=libc or LIBC, pods_file=pods_file,
-                                 otlp=otlp, mode=mode, cgroup=cgroup))
+                                 otlp=otlp, mode=mode, cgroup=cgroup, run_id=run_id, seed=seed,
+                                 profile=profile, phases=_parse_phases(phases)))
     result = _run_with_status(rec, stop)
     _render_result(result)
+
+
+def _parse_phases(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    try:
+        return {name.strip(): float(secs) for name, secs in (p.split("=") for p in text.split(","))}
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: write NAME=SECONDS,... e.g. baseline=600,fault=600",
+                                 param_hint="--phases") from None
 
 
 def _run_with_status(rec, stop):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -22,8 +24,8 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from capture.errors import ConfigError
-from capture.recorder import Recorder, RecordOptions, Stop
+from capture.errors import CaptureError, ConfigError
+from capture.recorder import new_run_id, run_dir_for
 from capture.signals import SIGNALS
 from replay import certs, faults
 from replay.loadgen import Summary, run_load
@@ -153,12 +155,49 @@ class _FaultClock(threading.Thread):
         self._cancel.set()
 
 
-def _record_config(cfg: dict, host_ip: str) -> dict:
+def _record_config(cfg: dict, host_ip: str, path: Path) -> Path:
     cfg = copy.deepcopy(cfg)
     # the services live in other namespaces: the receiver listens on the bridge
     cfg["otlp"]["endpoint"] = f"{host_ip}:4318"
     cfg["otlp"]["grpc_endpoint"] = f"{host_ip}:4317"
-    return cfg
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+class _Recorder:
+    """`slocap record` in its own process, as an SRE runs it: its CPU is its own."""
+
+    def __init__(self, opts: LabOptions, scenario: str, lab: Topology, phases) -> None:
+        self.run_id = new_run_id()
+        self.run_dir = run_dir_for(opts.runs_root, opts.tag, scenario, self.run_id)
+        argv = [str(Path(sys.executable).parent / "slocap"), "record", "--out", str(opts.runs_root),
+                "--tag", opts.tag, "--scenario", scenario, "--run-id", self.run_id,
+                "--signals", ",".join(opts.signals), "--mode", "core",
+                "--config", str(_record_config(opts.config, lab.host_ip, lab.workdir / "record.json")),
+                "--pods", str(lab.pods_file), "--cgroup", str(lab.cgroup_root),
+                "--seed", str(opts.seed), "--profile", opts.profile,
+                "--phases", ",".join(f"{name}={secs:g}" for name, secs in phases)]
+        self.log = lab.workdir / "slocap.log"
+        with open(self.log, "wb") as log:
+            # its own session: the terminal's Ctrl-C reaches the runner, which stops it in order
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not (self.run_dir / "manifest.json").exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise CaptureError(f"slocap record did not start: {self.log.read_text()[-2000:]}",
+                                   "run 'slocap doctor'")
+            time.sleep(0.05)
+
+    def stop(self, finished: bool) -> dict:
+        """SIGUSR1 ends it as planned, SIGINT as cut short; returns its manifest."""
+        self.proc.send_signal(signal.SIGUSR1 if finished else signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        return json.loads((self.run_dir / "manifest.json").read_text())
 
 
 def run_one(opts: LabOptions, scenario: str, rep: int,
@@ -176,25 +215,7 @@ def run_one(opts: LabOptions, scenario: str, rep: int,
 
     report()
     with Topology(opts.lab_index) as lab:
-        rec = Recorder(RecordOptions(
-            runs_root=opts.runs_root, signals=opts.signals, config=_record_config(opts.config, lab.host_ip),
-            tag=opts.tag, scenario=scenario, seed=opts.seed, profile=opts.profile,
-            phases={name: secs for name, secs in phases}, pods_file=lab.pods_file,
-            cgroup=lab.cgroup_root))
-        rec_stop, ready, outcome = Stop(), threading.Event(), {}
-
-        def record() -> None:
-            try:
-                outcome["result"] = rec.run(rec_stop, on_ready=lambda _d: ready.set())
-            except BaseException as exc:
-                outcome["error"] = exc
-                ready.set()
-
-        recorder = threading.Thread(target=record, daemon=True)
-        recorder.start()
-        ready.wait(60)
-        if "error" in outcome:
-            raise outcome["error"]
+        recorder = _Recorder(opts, scenario, lab, phases)
         try:
             url = _start_services(lab, opts.seed)
             injector = faults.build(scenario, lab) if scenario != BASELINE else None
@@ -205,7 +226,7 @@ def run_one(opts: LabOptions, scenario: str, rep: int,
             report(phase="baseline", requests_total=len(planned))
             clock.start()
             try:
-                summary = run_load(url, planned, out_dir=rec.run_dir, timeout_s=60.0,
+                summary = run_load(url, planned, out_dir=recorder.run_dir, timeout_s=60.0,
                                    on_progress=lambda done, total: report(requests_done=done))
             finally:
                 clock.cancel()
@@ -214,16 +235,12 @@ def run_one(opts: LabOptions, scenario: str, rep: int,
                     injector.clear()  # idempotent: also after Ctrl-C mid-fault
             if clock.error:
                 raise clock.error
-            labels = _write_labels(rec.run_dir, rec.run_id, scenario, injector, clock.window)
-        except BaseException as exc:
-            rec_stop.request("interrupted" if isinstance(exc, KeyboardInterrupt) else f"lab error: {exc}")
-            recorder.join(60)
+            labels = _write_labels(recorder.run_dir, recorder.run_id, scenario, injector, clock.window)
+        except BaseException:
+            recorder.stop(finished=False)
             raise
-        rec_stop.finish("lab run finished")
-        recorder.join(60)
-        if "error" in outcome:
-            raise outcome["error"]
-    return LabRun(scenario, rep, rec.run_dir, outcome["result"].complete, summary, labels)
+        manifest = recorder.stop(finished=True)
+    return LabRun(scenario, rep, recorder.run_dir, bool(manifest.get("complete")), summary, labels)
 
 
 def _write_labels(run_dir: Path, run_id: str, scenario: str, injector: faults.Injector | None,
