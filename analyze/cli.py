@@ -135,7 +135,8 @@ def _shell(con) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON config merged over config/defaults.json.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def correlate(runs_paths: tuple[Path, ...], window_ms: int | None, config_path: Path | None, as_json: bool) -> None:
+def correlate(runs_paths: tuple[Path, ...], window_ms: int | None, config_path: Path | None,
+              as_json: bool) -> None:
     """Pair kernel events with spans, tier by tier, and enrich the spans.
 
     \b
@@ -166,11 +167,13 @@ def correlate(runs_paths: tuple[Path, ...], window_ms: int | None, config_path: 
         t.add_column(name, justify=justify)
     tiers = summary.tiers
     for tier in TIERS:
-        role = "diagnostic only: unmatched.parquet" if CONFIDENCE[tier] < ENRICH_MIN_CONFIDENCE else "enriches spans"
+        diagnostic = CONFIDENCE[tier] < ENRICH_MIN_CONFIDENCE
+        role = "diagnostic only: unmatched.parquet" if diagnostic else "enriches spans"
         t.add_row(tier, str(CONFIDENCE[tier]), f"{tiers[tier]:,}", role)
     t.add_row("no candidate", "", f"{summary.unmatched - summary.diagnostic:,}", "unmatched.parquet",
               end_section=True)
-    t.add_row("all events", "", f"{summary.events:,}", f"{summary.matched:,} matched, {summary.unmatched:,} unmatched")
+    t.add_row("all events", "", f"{summary.events:,}",
+              f"{summary.matched:,} matched, {summary.unmatched:,} unmatched")
     c = Console(highlight=False)
     c.print(t)
     c.print(f"spans enriched: {summary.spans_enriched:,} of {summary.spans:,}. "
