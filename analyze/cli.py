@@ -48,7 +48,8 @@ def main() -> None:
     """Analyze run directories recorded by slocap, offline, with DuckDB.
 
     \b
-    Views: kernel_events (one row per kernel event), runs (one row per manifest).
+    Views: kernel_events, kernel_hist, spans, requests, resources, labels (each with
+    tag, scenario, run from the folder names) and runs (one row per manifest).
     Example:
       sloan sql "SELECT signal, count(*) FROM kernel_events GROUP BY 1" --runs runs
     """
@@ -88,7 +89,7 @@ def sql(query: str | None, runs_paths: tuple[Path, ...], fmt: str, output: Path 
         relation = runs.con.sql(query)
         result = relation.to_arrow_table() if relation is not None else None
     except duckdb.Error as exc:
-        raise SloError(f"query failed: {exc}", "the views are kernel_events and runs; try: DESCRIBE kernel_events") from None
+        raise SloError(f"query failed: {exc}", "views: kernel_events, kernel_hist, spans, requests, resources, labels, runs; try: DESCRIBE kernel_events") from None
     if result is None:  # a statement without rows (CREATE, SET ...)
         return
     if fmt == "table" and output is None:
@@ -107,7 +108,8 @@ def _shell(con) -> None:
     from rich.console import Console
 
     c = Console(highlight=False)
-    c.print("sloan SQL shell: views kernel_events, runs. End statements with ';'. .quit to leave.")
+    c.print("sloan SQL shell: views kernel_events, kernel_hist, spans, requests, resources, labels, runs.\n"
+            "End statements with ';'. .quit to leave.")
     buf = ""
     while True:
         try:

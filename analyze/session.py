@@ -16,10 +16,19 @@ import pyarrow.parquet as pq
 
 from capture.errors import DataError
 from capture.manifest import MANIFEST
-from capture.schema import KERNEL_EVENTS, KERNEL_HIST
+from capture.safety import RESOURCES
+from capture.schema import KERNEL_EVENTS, KERNEL_HIST, LABELS, REQUESTS
 from capture.spans import SPANS
 
-TABLES = {"kernel_events": KERNEL_EVENTS, "kernel_hist": KERNEL_HIST, "spans": SPANS}
+# view → (schema, files of one run directory that hold it)
+TABLES = {
+    "kernel_events": (KERNEL_EVENTS, "kernel_events/part-*.parquet"),
+    "kernel_hist": (KERNEL_HIST, "kernel_hist/part-*.parquet"),
+    "spans": (SPANS, "spans/part-*.parquet"),
+    "requests": (REQUESTS, "requests/part-*.parquet"),
+    "resources": (RESOURCES, "resources/part-*.parquet"),
+    "labels": (LABELS, "labels.parquet"),
+}
 
 
 @dataclass
@@ -79,10 +88,10 @@ def open_runs(paths: list[Path], *, skip_bad: bool = False) -> Runs:
                                 "fix or remove that run, or pass --skip-bad") from None
             runs.skipped.append(f"{run_dir / MANIFEST}: {exc}")
     runs.con.from_arrow(pa.Table.from_pylist(rows)).create_view("runs")
-    for table, schema in TABLES.items():
+    for table, (schema, pattern) in TABLES.items():
         files = []
         for run_dir in runs.run_dirs:
-            for f in sorted((run_dir / table).glob("part-*.parquet")):
+            for f in sorted(run_dir.glob(pattern)):
                 problem = _check_parquet(f, schema)
                 if problem is None:
                     files.append(str(f))

@@ -51,6 +51,35 @@ KERNEL_HIST = pa.schema([
     pa.field("buckets", pa.list_(pa.int64())),
 ])
 
+# the load generator's view, one row per request (replay/loadgen.py)
+REQUESTS = pa.schema([
+    pa.field("request_id", pa.string(), nullable=False),
+    pa.field("phase", pa.string()),
+    pa.field("prompt_class", pa.string(), nullable=False),
+    pa.field("scheduled_ns", pa.int64(), nullable=False),  # wall clock, ns since the epoch
+    pa.field("sent_ns", pa.int64()),  # wall clock; null when dropped by the client
+    pa.field("ttft_ms", pa.float64()),
+    pa.field("tpot_ms", pa.float64()),
+    pa.field("itl_ms", pa.list_(pa.float64())),
+    pa.field("e2e_ms", pa.float64()),
+    pa.field("output_tokens", pa.int32()),
+    pa.field("status", pa.string(), nullable=False),  # ok | http_<code> | timeout | error | dropped_by_client
+    pa.field("http_status", pa.int32()),
+    pa.field("error", pa.string()),
+    pa.field("trace_id", pa.string()),  # 32 hex digits, the client span's
+    pa.field("attempts", pa.int32()),  # gateway's x-lab-attempts header
+])
+
+# ground truth of a lab run: which fault was injected where, and when
+LABELS = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("scenario", pa.string(), nullable=False),
+    pa.field("domain", pa.string(), nullable=False),  # v1 fault domain
+    pa.field("target", pa.string()),  # the lab service the fault was injected into
+    pa.field("start_ns", pa.int64(), nullable=False),  # wall clock, when inject() returned
+    pa.field("end_ns", pa.int64(), nullable=False),  # when clear() was called
+])
+
 AF_INET = 2
 AF_INET6 = 10
 

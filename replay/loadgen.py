@@ -58,6 +58,7 @@ from opentelemetry.propagate import inject
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from capture.errors import ConfigError
+from capture.schema import REQUESTS
 from capture.writer import PartWriter
 from replay.profiles import PROFILES, PlannedRequest, schedule, schedule_phases
 
@@ -67,25 +68,6 @@ _ERROR_BODY_BYTES = 4096
 # a worker gets its request this early and waits for the send time itself, so a
 # late hand-off (thread start, GIL) does not make the send late
 _HANDOFF_LEAD_NS = 20_000_000
-
-REQUESTS = pa.schema([
-    pa.field("request_id", pa.string(), nullable=False),
-    pa.field("phase", pa.string()),
-    pa.field("prompt_class", pa.string(), nullable=False),
-    pa.field("scheduled_ns", pa.int64(), nullable=False),  # wall clock, ns since the epoch
-    pa.field("sent_ns", pa.int64()),  # wall clock; null when dropped by the client
-    pa.field("ttft_ms", pa.float64()),
-    pa.field("tpot_ms", pa.float64()),
-    pa.field("itl_ms", pa.list_(pa.float64())),
-    pa.field("e2e_ms", pa.float64()),
-    pa.field("output_tokens", pa.int32()),
-    pa.field("status", pa.string(), nullable=False),  # ok | http_<code> | timeout | error | dropped_by_client
-    pa.field("http_status", pa.int32()),
-    pa.field("error", pa.string()),
-    pa.field("trace_id", pa.string()),  # 32 hex digits, the client span's
-    pa.field("attempts", pa.int32()),  # gateway's x-lab-attempts header
-])
-
 
 @dataclass
 class RequestRecord:

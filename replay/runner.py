@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from capture.errors import CaptureError, ConfigError
 from capture.recorder import new_run_id, run_dir_for
+from capture.schema import LABELS
 from capture.signals import SIGNALS
 from replay import certs, faults
 from replay.loadgen import Summary, run_load
@@ -40,16 +41,6 @@ PHASES = {
 }
 BASELINE = "baseline"  # a run with no fault
 PORTS = {"dns": 53, "dns_admin": 8053, "retrieval": 8081, "backend": 8443, "gateway": 8080}
-
-LABELS = pa.schema([
-    pa.field("run_id", pa.string(), nullable=False),
-    pa.field("scenario", pa.string(), nullable=False),
-    pa.field("domain", pa.string(), nullable=False),  # v1 fault domain
-    pa.field("target", pa.string()),  # the lab service the fault was injected into
-    pa.field("start_ns", pa.int64(), nullable=False),  # wall clock, when inject() returned
-    pa.field("end_ns", pa.int64(), nullable=False),  # when clear() was called
-])
-
 
 def scenario_names() -> list[str]:
     return [BASELINE, *faults.SCENARIOS, *faults.MIXED]
