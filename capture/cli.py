@@ -246,8 +246,10 @@ def lab() -> None:
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the load and every draw.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON config merged over config/defaults.json.")
+@click.option("--lab-index", type=click.IntRange(0, 99), default=0, show_default=True,
+              help="Which lab on this host (subnet 198.18.(100+N).0/24): two labs need two indexes.")
 def lab_run(scenarios: tuple[str, ...], reps: int, tag: str, profile: str, out: Path, seed: int,
-            config_path: Path | None) -> None:
+            config_path: Path | None, lab_index: int) -> None:
     """Run scenarios in the lab; one labelled run directory per rep."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -258,7 +260,7 @@ def lab_run(scenarios: tuple[str, ...], reps: int, tag: str, profile: str, out: 
 
     names = scenario_names() if "all" in scenarios else list(scenarios)
     opts = LabOptions(scenarios=names, reps=reps, tag=tag, profile=profile, runs_root=out,
-                      config=load_config(config_path), seed=seed)
+                      config=load_config(config_path), seed=seed, lab_index=lab_index)
     check_host("core")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C
     console = Console(stderr=True, highlight=False)
