@@ -53,17 +53,13 @@ $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/%.h $(wildcard bpf/*.h) build/vmlinux.h
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-# Records 12 s of a mixed workload (DNS, connects, a lossy transfer between two
-# lab namespaces), shows live counts, then where the data went and a first query.
-# BCC degraded mode (kernels without BTF): python3-bpfcc + a kernel header tree
-# unpacked once under /var/cache/slocap/bcc-headers; /lib/modules untouched
-bcc: deb
-	@./capture/bcc_setup.sh >/dev/null
-
+# One smoke rep of the incident lab with a real DNS fault (about a minute):
+# the lab's services under load, slocap recording around them, then the
+# kernel's and the client's view per phase, and the correlation tiers.
 demo: setup
-	@$(PY) -m replay.traffic --seconds 9 --delay 1.5 & \
-	$(VENV)/bin/slocap record --out runs --tag demo --scenario mixed-traffic --duration 12; \
-	rc=$$?; wait; exit $$rc
+	$(VENV)/bin/slocap lab run --scenario dns_latency --tag demo --profile smoke --out runs
+	$(VENV)/bin/sloan sql --named phase_summary --runs runs/tag=demo/scenario=dns_latency
+	$(VENV)/bin/sloan correlate runs/tag=demo/scenario=dns_latency
 
 test: setup
 	$(VENV)/bin/pytest

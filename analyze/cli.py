@@ -64,13 +64,17 @@ def main() -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the result to this file instead of the terminal (needed for parquet).")
 @click.option("--skip-bad", is_flag=True, help="Skip corrupt or incomplete files, name them, open the rest.")
-def sql(query: str | None, runs_paths: tuple[Path, ...], fmt: str, output: Path | None, skip_bad: bool) -> None:
+@click.option("--named", "named", default=None, metavar="NAME",
+              help="Run the named query sql/NAME.sql instead of QUERY (e.g. phase_summary).")
+def sql(query: str | None, runs_paths: tuple[Path, ...], fmt: str, output: Path | None, skip_bad: bool,
+        named: str | None) -> None:
     """Run SQL over the views; without QUERY, an interactive shell.
 
     \b
     Examples:
       sloan sql "SELECT * FROM runs" --runs runs
       sloan sql "SELECT * FROM kernel_events WHERE signal = 'dns'" --format csv -o dns.csv
+      sloan sql --named phase_summary --runs runs
     """
     import duckdb
     from rich.console import Console
@@ -78,6 +82,10 @@ def sql(query: str | None, runs_paths: tuple[Path, ...], fmt: str, output: Path 
     from analyze.session import open_runs
     from analyze.export import write_result
 
+    if named is not None:
+        from analyze import queries
+
+        query = queries.load(named)
     runs = open_runs(list(runs_paths), skip_bad=skip_bad)
     err = Console(stderr=True, highlight=False)
     for s in runs.skipped:

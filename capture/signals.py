@@ -104,9 +104,11 @@ TLS_FUNCTIONS = ("SSL_do_handshake", "SSL_connect", "SSL_accept")  # index = TLS
 
 
 def _tls_columns(r: np.ndarray) -> dict:
+    how = np.empty(len(r), dtype=[("func", "<u4"), ("calls", "<u4")])
+    how["func"], how["calls"] = r["func"], r["calls"]
     return {**_header_columns(r), **_trace_columns(r), "value_ns": r["latency_ns"].astype(np.int64),
-            "detail": S.strings_by_unique(r["func"], lambda f: TLS_FUNCTIONS[int(f)]),
-            # SSL_* return 1 on success; anything else is kept as the failure's code
+            "detail": S.strings_by_unique(how, lambda h: f"{TLS_FUNCTIONS[int(h['func'])]} calls={int(h['calls'])}"),
+            # SSL_* return 1 on success; 0 (shut down by the peer) is kept as the failure's code
             "errno": pa.array(r["ret"], pa.int32(), mask=r["ret"] == 1).fill_null(0)}
 
 

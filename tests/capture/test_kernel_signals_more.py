@@ -54,9 +54,42 @@ def test_python_ssl_handshake_to_a_local_tls_server_is_recorded(recording, tmp_p
     assert row["pid"] == os.getpid()
     assert row["value_ns"] > 0
     assert row["errno"] == 0
-    assert row["detail"] == "SSL_do_handshake"
+    assert row["detail"] == "SSL_do_handshake calls=1"
     # the server side in this process handshook too, on its own thread
     assert any(r["tid"] != tid and r["pid"] == os.getpid() for r in rec.rows("tls"))
+
+
+def test_a_slow_non_blocking_handshake_is_one_row_with_its_whole_latency(recording, tmp_path):
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        time.sleep(0.2)  # the server holds its side of the handshake
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(1)
+
+    with recording(["tls"]) as rec:
+        server = threading.Thread(target=serve)
+        server.start()
+        client_ctx = ssl.create_default_context(cafile=cert)
+        tid = threading.get_native_id()
+        # a timeout makes the socket non-blocking underneath: SSL_do_handshake
+        # returns WANT_READ and Python calls it again when data arrives
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with client_ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"x")
+        server.join(10)
+    listener.close()
+    [row] = [r for r in rec.rows("tls") if r["tid"] == tid]
+    assert row["value_ns"] >= 200_000_000
+    calls = int(row["detail"].rsplit("=", 1)[1])
+    assert row["detail"].startswith("SSL_do_handshake") and calls >= 2
 
 
 def test_trace_context_of_a_span_stamps_its_dns_lookup(recording):
