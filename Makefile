@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CLANG ?= clang
 BPFTOOL ?= $(shell command -v bpftool || echo /usr/sbin/bpftool)
 BTF ?= /sys/kernel/btf/vmlinux
-DEB_PACKAGES := clang llvm libbpf-dev bpftool iproute2 nftables ethtool
+DEB_PACKAGES := clang llvm libbpf-dev bpftool iproute2 nftables ethtool openssl libbpf-tools
 BPF_OUT := capture/_bpf
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
@@ -67,8 +67,12 @@ test: setup
 test-unit: venv
 	$(VENV)/bin/pytest -m "not kernel"
 
+# benchmarks print figures; run them on a quiet machine
 bench: setup
 	$(PY) bench/drain.py
+	$(PY) bench/drain.py --pipeline
+	$(PY) bench/stamping_cost.py
+	$(PY) bench/overhead.py
 
 clean:
 	rm -rf build $(BPF_OUT) capture/_trace/libslotrace.so

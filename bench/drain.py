@@ -48,6 +48,19 @@ print(n, flush=True)
 """
 
 
+def convert(raw: list[np.ndarray], writer: PartWriter) -> None:
+    if not raw:
+        return
+    records = np.concatenate(raw)
+    raw.clear()
+    n = len(records)
+    cols = FLOOD.to_columns(records)
+    cols["ts_ns"] = records["ts_ns"].astype(np.int64)
+    cols["signal"] = S.constant("flood", n, pa.string())
+    writer.add(S.kernel_events_table(cols, n))
+    writer.flush()
+
+
 def run(seconds: float, pipeline: bool, ring_mb: int, wakeup_pct: int) -> dict:
     ring = ring_mb << 20
     gen = subprocess.Popen([sys.executable, "-c", GENERATOR, str(seconds)],
@@ -58,6 +71,7 @@ def run(seconds: float, pipeline: bool, ring_mb: int, wakeup_pct: int) -> dict:
     poller.register(probe.ring_fd, select.EPOLLIN | select.EPOLLET)
     tmp = tempfile.TemporaryDirectory()
     writer = PartWriter(Path(tmp.name), S.KERNEL_EVENTS, max_rows=200_000, max_seconds=10)
+    raw: list[np.ndarray] = []
     read = 0
     last_seq = -1
     gaps = 0
@@ -72,18 +86,14 @@ def run(seconds: float, pipeline: bool, ring_mb: int, wakeup_pct: int) -> dict:
             gaps += int(np.count_nonzero(np.diff(seq) != 1)) + int(seq[0] != last_seq + 1)
             last_seq = int(seq[-1])
             read += len(records)
-            if pipeline:
-                n = len(records)
-                cols = FLOOD.to_columns(records)
-                cols["ts_ns"] = records["ts_ns"].astype(np.int64)
-                cols["signal"] = S.constant("flood", n, pa.string())
-                writer.add(S.kernel_events_table(cols, n))
-                if writer.buffered_rows >= writer.max_rows:
-                    writer.flush()
+            if pipeline:  # as the recorder: raw batches, converted once per part
+                raw.append(records)
+                if sum(len(b) for b in raw) >= writer.max_rows:
+                    convert(raw, writer)
         elif gen.poll() is not None:
             break
     if pipeline:
-        writer.flush()
+        convert(raw, writer)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     calls = int(gen.stdout.read().strip())
     dropped = probe.dropped()

@@ -155,7 +155,10 @@ class Recorder:
         self.node = M.host_info()["hostname"]
         self.pods = PodResolver(pods_file=opts.pods_file, node=self.node)
         self.counts = {name: SignalCount() for name in opts.signals}
-        self._buffered = {name: 0 for name in opts.signals}
+        self._buffered = {name: 0 for name in opts.signals}  # converted, not yet on disk
+        self._raw: dict[str, list[np.ndarray]] = {name: [] for name in opts.signals}
+        self._raw_rows = 0
+        self._last_flush = time.monotonic()
         self.loaded: dict[str, LoadedSignal] = {}
         self.attach_errors: dict[str, str] = {}
         self.switched_off: set[str] = set()
@@ -276,23 +279,34 @@ class Recorder:
     # -- the loop -------------------------------------------------------
 
     def _drain(self) -> int:
-        assert self.anchor is not None
+        """Takes every ring's records as raw numpy batches: the hot path does no conversion."""
         total = 0
         for name, probe in self.loaded.items():
             records = probe.read()
-            n = len(records)
-            if not n:
+            if len(records):
+                self._raw[name].append(records)
+                self.counts[name].read += len(records)
+                total += len(records)
+        self._raw_rows += total
+        return total
+
+    def _convert(self) -> None:
+        """Raw batches → kernel_events rows, once per part: per-batch costs amortized."""
+        assert self.anchor is not None
+        for name, batches in self._raw.items():
+            if not batches:
                 continue
-            columns = probe.signal.to_columns(records)
+            records = np.concatenate(batches)
+            n = len(records)
+            columns = self.loaded[name].signal.to_columns(records)
             columns["ts_ns"] = records["ts_ns"].astype(np.int64) + self.anchor.offset_ns
             columns["signal"] = S.constant(name, n, pa.string())
             columns["node"] = S.constant(self.node, n, pa.string())
             columns.update(self.pods.columns(records["cgroup_id"]))
             self.writer.add(S.kernel_events_table(columns, n))
-            self.counts[name].read += n
             self._buffered[name] += n
-            total += n
-        return total
+            batches.clear()
+        self._raw_rows = 0
 
     def _drain_hists(self, final: bool = False) -> None:
         """Moves finished slices (all of them when final) into kernel_hist."""
@@ -358,6 +372,9 @@ class Recorder:
         return out
 
     def _flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if self.anchor is not None:
+            self._convert()
         with self._spans_lock:
             self.spans_writer.flush()
         self.res_writer.flush()
@@ -434,8 +451,10 @@ class Recorder:
                 if time.monotonic() - last_watch >= 1.0:
                     last_watch = time.monotonic()
                     self._watch_overhead()
-                if any(w.buffered_rows >= w.max_rows or w.due()
-                       for w in (self.writer, self.hist_writer, self.spans_writer)):
+                cap = self.opts.config["capture"]
+                if (self._raw_rows >= cap["part_max_rows"]
+                        or time.monotonic() - self._last_flush >= cap["part_max_seconds"]
+                        or any(w.buffered_rows >= w.max_rows for w in (self.hist_writer, self.spans_writer))):
                     self._flush()
                 now = time.monotonic()
                 if on_progress and now - last_progress >= 0.5:

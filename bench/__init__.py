@@ -1,0 +1,1 @@
+"""Benchmark scripts that print figures (run them; they are not tests)."""
