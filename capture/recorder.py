@@ -37,7 +37,7 @@ from capture.probe import LoadedSignal
 from capture.signals import LIBC, SIGNALS, TRACECTX
 from capture.writer import PartWriter
 
-_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
 @dataclass
@@ -130,7 +130,7 @@ def run_dir_for(runs_root: Path, tag: str, scenario: str, run_id: str) -> Path:
     for what, value in (("tag", tag), ("scenario", scenario), ("run id", run_id)):
         if not _NAME_OK.match(value):
             raise SloError(f"{what} {value!r} is not usable in a run directory name",
-                           "use letters, digits, '.', '_' and '-' (at most 64)")
+                           "use letters, digits, '.', '_', '+' and '-' (at most 64)")
     return runs_root / f"tag={tag}" / f"scenario={scenario}" / f"run={run_id}"
 
 
