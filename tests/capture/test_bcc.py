@@ -11,6 +11,7 @@ import threading
 import numpy as np
 import pyarrow as pa
 import pytest
+from triggers import SENDER, SINK
 
 from capture import schema as S
 from capture.bcc import BCC_SIGNALS, SOURCE_DIR, BccSignal, bcc_available, kernel_source
@@ -203,36 +204,6 @@ def test_load_shedding_tunables_and_the_rate_limit_act_in_the_kernel(loaded):
     assert ns >= 0 and runs >= 0
 
 
-SERVER = """
-import socket, sys
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-s = socket.socket(fam); s.bind((sys.argv[1], 0)); s.listen()
-print(s.getsockname()[1], flush=True)
-s.settimeout(20)
-c, _ = s.accept(); c.settimeout(20)
-n = 0
-while True:
-    b = c.recv(65536)
-    if not b:
-        break
-    n += len(b)
-print(n, flush=True)
-"""
-
-CLIENT = """
-import socket, sys
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-c = socket.socket(fam); c.settimeout(20)
-c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-c.connect((sys.argv[1], int(sys.argv[2])))
-print(c.getsockname()[1], flush=True)
-for _ in range(200):
-    c.sendall(b"x" * 1000)
-c.shutdown(socket.SHUT_WR)
-c.recv(1)
-"""
-
-
 @pytest.mark.kernel
 @needs_bcc
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
@@ -242,13 +213,13 @@ def test_retransmit_from_receiver_side_drops_has_the_right_tuple(loaded, v6):
     with HostPair() as hosts:
         server_ip = hosts.server_ip6 if v6 else hosts.server_ip
         client_ip = hosts.client_ip6 if v6 else hosts.client_ip
-        server = hosts.popen(hosts.server_ns, ["python3", "-c", SERVER, server_ip],
+        server = hosts.popen(hosts.server_ns, ["python3", "-c", SINK, server_ip],
                              stdout=subprocess.PIPE, text=True)
         port = int(server.stdout.readline())
         drop_ingress_every(hosts.server_ns, 4, tcp_dport=port)
-        client = hosts.popen(hosts.client_ns, ["python3", "-c", CLIENT, server_ip, str(port)],
+        client = hosts.popen(hosts.client_ns, ["python3", "-c", SENDER, server_ip, str(port)],
                              stdout=subprocess.PIPE, text=True)
-        sport = int(client.stdout.readline())
+        sport = int(client.stdout.readline().split()[0])
         assert client.wait(30) == 0
         assert int(server.stdout.readline()) == 200_000
     table = _table("retransmit", probe.read())

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from triggers import SENDER, SINK
 
 from capture.contracts import probe_event_from_row, validate
 from replay.netns import HostPair, drop_ingress_every
@@ -107,36 +108,6 @@ def test_connect_to_a_closed_port_records_the_failure(recording):
     assert (event["status"], event["errno"]) == ("error", 111)
 
 
-SERVER = """
-import socket, sys
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-s = socket.socket(fam); s.bind((sys.argv[1], 0)); s.listen()
-print(s.getsockname()[1], flush=True)
-s.settimeout(20)
-c, _ = s.accept(); c.settimeout(20)
-n = 0
-while True:
-    b = c.recv(65536)
-    if not b:
-        break
-    n += len(b)
-print(n, flush=True)
-"""
-
-CLIENT = """
-import socket, sys, os
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-c = socket.socket(fam); c.settimeout(20)
-c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-c.connect((sys.argv[1], int(sys.argv[2])))
-print(c.getsockname()[1], os.getpid(), flush=True)
-for _ in range(200):
-    c.sendall(b"x" * 1000)
-c.shutdown(socket.SHUT_WR)
-c.recv(1)
-"""
-
-
 def _cgroup_v2_id(pid: int) -> int:
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         if line.startswith("0::"):
@@ -150,11 +121,11 @@ def test_retransmit_from_receiver_side_drops_has_the_right_tuple(recording, v6, 
     with HostPair() as hosts, recording(["retransmit"], variant=variant) as rec:
         server_ip = hosts.server_ip6 if v6 else hosts.server_ip
         client_ip = hosts.client_ip6 if v6 else hosts.client_ip
-        server = hosts.popen(hosts.server_ns, ["python3", "-c", SERVER, server_ip],
+        server = hosts.popen(hosts.server_ns, ["python3", "-c", SINK, server_ip],
                              stdout=subprocess.PIPE, text=True)
         port = int(server.stdout.readline())
         drop_ingress_every(hosts.server_ns, 4, tcp_dport=port)
-        client = hosts.popen(hosts.client_ns, ["python3", "-c", CLIENT, server_ip, str(port)],
+        client = hosts.popen(hosts.client_ns, ["python3", "-c", SENDER, server_ip, str(port)],
                              stdout=subprocess.PIPE, text=True)
         sport, client_pid = map(int, client.stdout.readline().split())
         cgroup_id = _cgroup_v2_id(client_pid)
