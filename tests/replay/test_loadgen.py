@@ -212,7 +212,7 @@ def test_ttft_itl_tpot_and_e2e_match_what_the_server_did(gateway, tmp_path):
         assert 150 + 5 * 40 - 5 <= rec["e2e_ms"] < 700
         # the definitions, exactly: E2E ends at the last token, TPOT excludes the first
         # ITL is kept at µs resolution: each gap rounds by at most 0.5 µs
-    assert rec["e2e_ms"] == pytest.approx(rec["ttft_ms"] + sum(rec["itl_ms"]), abs=0.0005 * len(rec["itl_ms"]) + 1e-9)
+        assert rec["e2e_ms"] == pytest.approx(rec["ttft_ms"] + sum(rec["itl_ms"]), abs=0.0005 * len(rec["itl_ms"]) + 1e-9)
         assert rec["tpot_ms"] == pytest.approx((rec["e2e_ms"] - rec["ttft_ms"]) / 5)
         assert rec["tpot_ms"] == pytest.approx(np.mean(rec["itl_ms"]))
         assert rec["output_tokens"] == 6 and rec["http_status"] == 200 and rec["attempts"] == 1
