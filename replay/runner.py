@@ -130,14 +130,14 @@ class _FaultClock(threading.Thread):
             if self._cancel.wait(max(0.0, self.t0 + self.start_s - time.monotonic())):
                 return
             self.on_phase("fault")
+            # the window is conservative: from before inject() to after clear()
+            started = time.time_ns()
             if self.injector is not None:
                 self.injector.inject()
-            started = time.time_ns()
             self._cancel.wait(max(0.0, self.t0 + self.end_s - time.monotonic()))
-            ended = time.time_ns()
             if self.injector is not None:
                 self.injector.clear()
-            self.window = (started, ended)
+            self.window = (started, time.time_ns())
             self.on_phase("recovery")
         except BaseException as exc:  # surfaced by the runner after the load
             self.error = exc
