@@ -13,7 +13,7 @@ BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -I build -I bpf
 
-.PHONY: setup deb tracefs venv bpf bcc demo test test-unit bench clean
+.PHONY: setup deb tracefs venv bpf bcc demo dataset test test-unit bench clean
 
 setup: deb tracefs venv bpf bcc
 
@@ -60,6 +60,16 @@ demo: setup
 	$(VENV)/bin/slocap lab run --scenario dns_latency --tag demo --profile smoke --out runs
 	$(VENV)/bin/sloan sql --named phase_summary --runs runs/tag=demo/scenario=dns_latency
 	$(VENV)/bin/sloan correlate runs/tag=demo/scenario=dns_latency
+
+# The committed labelled set: every scenario twice (smoke), compacted. REPS=10
+# and OUT=... give a larger set (not committed) for non-exploratory figures.
+REPS ?= 2
+DATASET ?= datasets/labeled
+dataset: setup
+	rm -rf build/dataset-runs
+	$(VENV)/bin/slocap lab run --scenario all --reps $(REPS) --tag main --profile smoke --out build/dataset-runs
+	rm -rf $(DATASET)/tag=*
+	$(PY) -m replay.dataset compact build/dataset-runs $(DATASET)
 
 test: setup
 	$(VENV)/bin/pytest
