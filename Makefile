@@ -53,13 +53,16 @@ $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/%.h $(wildcard bpf/*.h) build/vmlinux.h
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-# One smoke rep of the incident lab with a real DNS fault (about a minute):
-# the lab's services under load, slocap recording around them, then the
-# kernel's and the client's view per phase, and the correlation tiers.
+# The nightly subset of the incident lab, one smoke rep each (about 3-4 min):
+# real faults (slow DNS, packet loss, CPU contention) under seeded load with
+# slocap recording around every rep, then what the kernel and the client saw
+# per phase, and the correlation of kernel events to spans.
+NIGHTLY := --scenario dns_latency --scenario tcp_loss --scenario cpu_contention
 demo: setup
-	$(VENV)/bin/slocap lab run --scenario dns_latency --tag demo --profile smoke --out runs
-	$(VENV)/bin/sloan sql --named phase_summary --runs runs/tag=demo/scenario=dns_latency
-	$(VENV)/bin/sloan correlate runs/tag=demo/scenario=dns_latency
+	rm -rf runs/tag=demo
+	$(VENV)/bin/slocap lab run $(NIGHTLY) --tag demo --profile smoke --out runs
+	$(VENV)/bin/sloan sql --named phase_summary --runs runs/tag=demo
+	$(VENV)/bin/sloan correlate runs/tag=demo
 
 # The committed labelled set: every scenario twice (smoke), compacted. REPS=10
 # and OUT=... give a larger set (not committed) for non-exploratory figures.
