@@ -87,5 +87,8 @@ bench: setup
 	$(PY) bench/stamping_cost.py
 	$(PY) bench/overhead.py
 
+# nightly-smoke and weekly-full: the CI partitions of the lab
+include mk/ci.mk
+
 clean:
 	rm -rf build $(BPF_OUT) capture/_trace/libslotrace.so

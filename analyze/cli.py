@@ -188,3 +188,10 @@ def correlate(runs_paths: tuple[Path, ...], window_ms: int | None, config_path: 
     c.print(t)
     c.print(f"spans enriched: {summary.spans_enriched:,} of {summary.spans:,}. "
             "Wrote correlated.parquet, enriched_spans.parquet, unmatched.parquet beside each run.", soft_wrap=True)
+
+
+# commands that live in their own modules, registered here
+from analyze.cli_compare import compare, gate, repro  # noqa: E402
+
+for _command in (compare, gate, repro):
+    main.add_command(_command)

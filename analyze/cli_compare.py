@@ -1,0 +1,258 @@
+"""sloan compare / gate / repro: release comparison and the CI regression gate.
+
+Registered on the `sloan` group in analyze/cli.py. Each command parses options, calls
+one library function (analyze.compare, analyze.gate) and renders its result.
+
+Exit codes of these commands: 0 ok / gate passed; 1 the gate found a regression (or,
+with `repro --check`, a metric varies more than 10 %); 2 cannot judge: missing or bad
+input (an unknown tag, a tag without runs, mixed profiles, missing data), an
+exploratory comparison at the gate, or a usage error. Errors are printed like the
+rest of sloan: `error: what failed` and the fix on the next line.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from capture.errors import ExitCode, SloError
+
+# 2 = cannot judge: what CI must not read as pass (0) or as a regression (1)
+CANNOT_JUDGE = 2
+
+_runs_option = click.option(
+    "--runs", "runs_paths", multiple=True, type=click.Path(path_type=Path), default=[Path("runs")],
+    show_default=True, help="Runs root or run directory (repeatable); every run below it is read.")
+_profile_option = click.option("--profile", default=None,
+                               help="Use only runs of this profile (smoke, full); needed when a tag mixes them.")
+_scenario_option = click.option("--scenario", "scenarios", multiple=True,
+                                help="Use only runs of this scenario (repeatable).")
+_config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                              default=None, help="JSON config merged over config/defaults.json.")
+_seed_option = click.option("--seed", type=int, default=42, show_default=True, help="Seed of the bootstrap.")
+_resamples_option = click.option("--resamples", type=click.IntRange(100, 1_000_000), default=10_000,
+                                 show_default=True, help="Bootstrap resamples.")
+_skip_bad_option = click.option("--skip-bad", is_flag=True,
+                                help="Skip corrupt or incomplete files, name them, read the rest.")
+
+
+def _cannot_judge_on_error(fn):
+    """SloError -> the message and hint on stderr, exit 2 (cannot judge)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SloError as exc:
+            from rich.console import Console
+            from rich.markup import escape
+
+            err = Console(stderr=True, highlight=False)
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+            if exc.hint:
+                err.print(f"  {exc.hint}", soft_wrap=True, markup=False)
+            sys.exit(CANNOT_JUDGE)
+    return wrapper
+
+
+def _console():
+    """Full-width tables on a terminal; 200 columns in CI logs and pipes."""
+    from rich.console import Console
+
+    c = Console(highlight=False)
+    return c if c.is_terminal else Console(highlight=False, width=200)
+
+
+def _write(path: str | None, text: str) -> None:
+    if path in (None, "-"):
+        click.echo(text)
+    else:
+        Path(path).write_text(text + ("" if text.endswith("\n") else "\n"))
+
+
+def _config(path: Path | None) -> dict:
+    from capture.config import load_config
+
+    return load_config(path)
+
+
+def comparison_tables(cmp):
+    """The metric table and the run-count table of a comparison, as rich Tables."""
+    from rich.table import Table
+
+    from analyze.gate import diff_cells, value_cell
+
+    t = Table(title=f"{' vs '.join(cmp.tags)} · profile {cmp.profile} · median over runs",
+              title_justify="left")
+    t.add_column("metric")
+    for tag in cmp.tags:
+        t.add_column(f"{tag}{' (ref)' if tag == cmp.reference else ''}", justify="right")
+    several = len(cmp.tags) > 2
+    for tag in cmp.tags[1:]:
+        suffix = f" {tag}" if several else ""
+        t.add_column(f"Δ{suffix}", justify="right")
+        t.add_column(f"CI95 Δ{suffix}", justify="right")
+        t.add_column(f"p MWU{suffix}", justify="right")
+        t.add_column(f"Cliff's δ{suffix}", justify="left")
+    for mc in cmp.metrics:
+        row = [mc.metric.label] + [value_cell(mc, tag, cmp.runs_of(tag).runs) for tag in cmp.tags]
+        for tag in cmp.tags[1:]:
+            row += diff_cells(mc, tag)
+        t.add_row(*row)
+    b = Table(title="runs per scenario (class balance)", title_justify="left")
+    b.add_column("scenario")
+    for tr in cmp.tag_runs:
+        b.add_column(tr.tag, justify="right")
+    for s in sorted({s for tr in cmp.tag_runs for s in tr.scenarios}):
+        b.add_row(s, *(str(tr.scenarios.get(s, 0)) for tr in cmp.tag_runs))
+    b.add_section()
+    b.add_row(f"all runs ({cmp.profile})", *(str(tr.runs) for tr in cmp.tag_runs))
+    return t, b
+
+
+def _print_comparison(c, cmp) -> None:
+    t, b = comparison_tables(cmp)
+    c.print(cmp.rule, soft_wrap=True, markup=False)
+    if cmp.exploratory:
+        runs = ", ".join(f"{tr.tag} {tr.runs}" for tr in cmp.tag_runs)
+        c.print(f"[bold yellow]EXPLORATORY[/]: fewer than {cmp.min_runs} runs per tag and profile ({runs}); "
+                "no distribution claim, never a release gate.", soft_wrap=True)
+    c.print(t)
+    c.print(b)
+    c.print(f"CI95: bootstrap over runs ({cmp.resamples:,} resamples, seed {cmp.seed}, within scenario); "
+            f"p: Mann-Whitney U, two-sided; Cliff's δ: negligible < 0.147 ≤ small < 0.33 ≤ medium < 0.474 ≤ large.",
+            soft_wrap=True, markup=False)
+    c.print(f"attribution: {cmp.attribution}", soft_wrap=True, markup=False)
+    for n in cmp.notes:
+        c.print(f"note: {n}", soft_wrap=True, markup=False)
+
+
+@click.command()
+@click.argument("tags", nargs=-1, metavar="[TAG TAG [TAG]]")
+@_runs_option
+@_profile_option
+@_scenario_option
+@click.option("--repo", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Git checkout whose `git tag` order ranks the tags (semver-ish order without it).")
+@_config_option
+@_seed_option
+@_resamples_option
+@click.option("--json", "json_path", default=None, metavar="FILE",
+              help="Also write the comparison as JSON to FILE ('-': stdout, instead of the tables).")
+@_skip_bad_option
+@_cannot_judge_on_error
+def compare(tags, runs_paths, profile, scenarios, repo, config_path, seed, resamples, json_path, skip_bad):
+    """Compare releases over their runs: per metric the median per tag, the difference
+    with CI95, a Mann-Whitney U p-value and Cliff's delta; run counts and class balance.
+
+    \b
+    Without TAGs the baseline rule picks them: main vs the newest release candidate
+    vs the previous stable tag (with no stable tag, the first GA anchor tag). With TAGs,
+    the first is the reference. Fewer than 10 runs per tag and profile: exploratory.
+    Examples:
+      sloan compare main v0.2-rc --runs runs
+      sloan compare --runs runs --repo .
+    """
+    from analyze.compare import compare_tags
+
+    if len(tags) not in (0, 2, 3):
+        raise click.UsageError(f"give two or three TAGs, or none for the baseline rule (got {len(tags)})")
+    cmp = compare_tags(list(runs_paths), list(tags) or None, profile=profile, scenarios=tuple(scenarios),
+                       repo=repo, config=_config(config_path), seed=seed, resamples=resamples,
+                       skip_bad=skip_bad)
+    if json_path is not None:
+        _write(json_path, json.dumps(cmp.to_dict(), indent=2))
+        if json_path == "-":
+            return
+    _print_comparison(_console(), cmp)
+
+
+@click.command()
+@_runs_option
+@click.option("--base", required=True, help="Tag to judge against (e.g. main, or the previous stable tag).")
+@click.option("--candidate", required=True, help="Tag under judgement (e.g. v0.2-rc).")
+@_profile_option
+@_scenario_option
+@_config_option
+@click.option("--allow-exploratory", is_flag=True,
+              help="Judge a comparison with fewer than 10 runs per tag anyway (not for releases).")
+@click.option("--summary", "summary_path", default="-", show_default=True, metavar="FILE",
+              help="Markdown summary ('-': stdout, for CI logs).")
+@click.option("--json", "json_path", default=None, metavar="FILE", help="JSON artifact of checks and metrics.")
+@_seed_option
+@_resamples_option
+@_skip_bad_option
+@_cannot_judge_on_error
+def gate(runs_paths, base, candidate, profile, scenarios, config_path, allow_exploratory, summary_path,
+         json_path, seed, resamples, skip_bad):
+    """CI regression gate: judge CANDIDATE against BASE over their runs.
+
+    \b
+    Fails (exit 1) when TTFT p95 regresses by more than gate.max_p95_regression_pct %
+    with CI95 > 0 and a non-negligible Cliff's delta, when attribution precision or
+    recall is below gate.min_precision / gate.min_recall, or when the recorder's
+    overhead is above safety.max_overhead_pct. Exit 0: pass. Exit 2: cannot judge
+    (missing data, or an exploratory comparison without --allow-exploratory).
+    Example:
+      sloan gate --runs runs --base main --candidate v0.2-rc --json gate.json
+    """
+    from analyze.gate import run_gate
+
+    result = run_gate(list(runs_paths), base=base, candidate=candidate, config=_config(config_path),
+                      profile=profile, scenarios=tuple(scenarios), allow_exploratory=allow_exploratory,
+                      seed=seed, resamples=resamples, skip_bad=skip_bad)
+    _write(summary_path, result.to_markdown())
+    if json_path is not None:
+        _write(json_path, json.dumps(result.to_dict(), indent=2))
+    if summary_path not in (None, "-"):
+        click.echo(f"gate: {result.verdict} ({result.reason}); exit {result.exit_code}; summary {summary_path}")
+    sys.exit(result.exit_code)
+
+
+@click.command()
+@click.argument("runs_paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUNS...")
+@click.option("--check", is_flag=True,
+              help="Exit 1 when a metric varies more than 10 % across reruns, 2 when none has two reruns.")
+@click.option("--json", "json_path", default=None, metavar="FILE",
+              help="Also write the result as JSON to FILE ('-': stdout, instead of the table).")
+@_skip_bad_option
+@_cannot_judge_on_error
+def repro(runs_paths, check, json_path, skip_bad):
+    """Coefficient of variation of TTFT p95, E2E p95, error rate and fault-phase TTFT
+    p95 across reruns of the same scenario, tag, seed and profile; above 10 % is flagged.
+
+    \b
+    Example:
+      sloan repro runs/tag=main --check
+    """
+    from rich.table import Table
+
+    from analyze.compare import reproducibility
+    from analyze.gate import fmt
+
+    report = reproducibility(list(runs_paths), skip_bad=skip_bad)
+    if json_path is not None:
+        _write(json_path, json.dumps(report.to_dict(), indent=2))
+    if json_path != "-":
+        c = _console()
+        t = Table(title=f"reproducibility across reruns (flag: CV > {report.cv_gate:.0%})", title_justify="left")
+        for name, justify in (("tag", "left"), ("scenario", "left"), ("seed", "right"), ("profile", "left"),
+                              ("metric", "left"), ("runs", "right"), ("mean", "right"), ("CV", "right"),
+                              ("", "left")):
+            t.add_column(name, justify=justify)
+        for r in report.rows:
+            cv = "n/a (< 2 runs)" if r.cv is None else f"{r.cv:.1%}"
+            t.add_row(r.tag, r.scenario, "" if r.seed is None else str(r.seed), r.profile, r.label,
+                      str(r.runs), fmt(r.mean, r.unit), cv, "[bold red]> 10 %[/]" if r.flagged else "")
+        c.print(t)
+        for n in report.notes:
+            c.print(f"note: {n}", soft_wrap=True, markup=False)
+        c.print(f"{len(report.flagged)} of {len(report.rows)} metric(s) flagged.", markup=False)
+    if check:
+        if report.flagged:
+            sys.exit(ExitCode.USER)
+        if not report.judged:
+            sys.exit(CANNOT_JUDGE)
