@@ -16,7 +16,17 @@ import pyarrow.parquet as pq
 
 from capture.manifest import MANIFEST
 
-TABLE_DIRS = ("kernel_events", "kernel_hist", "spans", "requests", "resources")
+# table → the time column it is sorted by; sorted times delta-encode well
+TABLES = {"kernel_events": "ts_ns", "kernel_hist": "ts_ns", "spans": "start_ns",
+          "requests": "scheduled_ns", "resources": "ts_ns"}
+
+
+def _write(table: pa.Table, path: Path, sort_key: str) -> None:
+    table = table.sort_by(sort_key)
+    delta = [f.name for f in table.schema if pa.types.is_integer(f.type) and f.name.endswith("_ns")]
+    pq.write_table(table, path, compression="zstd", compression_level=19,
+                   use_dictionary=[n for n in table.column_names if n not in delta],
+                   column_encoding={n: "DELTA_BINARY_PACKED" for n in delta})
 
 
 def compact_run(src: Path, dst: Path) -> int:
@@ -24,13 +34,12 @@ def compact_run(src: Path, dst: Path) -> int:
     dst.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((src / MANIFEST).read_text())
     files = {}
-    for table in TABLE_DIRS:
+    for table, sort_key in TABLES.items():
         parts = sorted((src / table).glob("part-*.parquet"))
         if not parts:
             continue
         (dst / table).mkdir(exist_ok=True)
-        data = pa.concat_tables(pq.read_table(p) for p in parts)
-        pq.write_table(data, dst / table / "part-00000.parquet", compression="zstd", compression_level=19)
+        _write(pa.concat_tables(pq.read_table(p) for p in parts), dst / table / "part-00000.parquet", sort_key)
         files[table] = ["part-00000.parquet"]
     manifest["files"] = files
     (dst / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
