@@ -192,6 +192,7 @@ def correlate(runs_paths: tuple[Path, ...], window_ms: int | None, config_path: 
 
 # commands that live in their own modules, registered here
 from analyze.cli_compare import compare, gate, repro  # noqa: E402
+from analyze.cli_score import attribute, report, score, slo  # noqa: E402
 
-for _command in (compare, gate, repro):
+for _command in (slo, attribute, score, report, compare, gate, repro):
     main.add_command(_command)

@@ -1,0 +1,581 @@
+"""Scoring: how good the attribution (and the correlation) is against the lab's labels.
+
+`score_runs(paths, config)` takes labelled run directories (labels.parquet: fault domain,
+start_ns, end_ns; a baseline run has the file with no rows; a run without the file is left
+out), splits them into a training and a test set, fits the attribution model on the training
+runs only, attributes the test runs and compares.
+
+Split: by run, stratified by scenario, seeded (default 42): inside each scenario the runs,
+sorted by id, are shuffled and the first floor(n * train_fraction) train the model (default
+0.5: of 3 runs 1 trains, 2 test; a lone run always tests). With `model` given (a model file)
+nothing is fitted: every run it was not trained on is a test run. The split is in the result.
+
+Unit: an SLO-violating window of a test run (analyze.slo). Its truth is the set of labelled
+domains whose fault window overlaps it (empty: `none`); the prediction is the set of
+*blamed* domains (posterior >= 0.5) and the top domain or `unknown` (abstain).
+  * per domain, one-vs-rest over windows: TP = blamed and true, FP = blamed and not true,
+    FN = true and not blamed; precision, recall, F1 (None when the denominator is 0).
+  * macro averages over the domains in play (true in some window or blamed in some), an
+    undefined value counting 0 (scikit-learn's zero_division=0); macro F1 is the mean of the
+    per-domain F1.
+  * confusion matrix of the top prediction: rows = the truth (domains joined by '+', or
+    none), columns = predicted domain or unknown.
+  * abstain rate: windows predicted unknown / windows; also on fault and on none windows.
+  * detection delay, per faulted test run: fault start -> end of the first violating window
+    that overlaps the fault and blames a true domain; median over detected runs.
+  * fault windows that did not page are counted (`unpaged_fault_windows`): the SLO never
+    asked the attribution about them.
+CI95: percentile bootstrap over test runs (resampled with replacement inside each scenario,
+so a resample keeps the class balance), seeded, 1000 resamples. None when no scenario has two
+test runs (nothing would vary); a scenario with one test run adds no variation, so with few
+runs per scenario the interval is narrower than the truth.
+
+Classes are the true domains of the test runs plus `none` (baseline runs). With fewer than 10
+test runs of any class the result is `exploratory`; an exploratory result never passes the
+gate. Domains no test run holds (e.g. provider_error: no lab scenario injects 5xx) are
+listed as not evaluated.
+
+Correlation precision/recall, on pairs whose truth follows from how the lab injects faults
+(sql/attr_truth_dns.sql, sql/attr_truth_egress.sql), over every labelled run (correlation
+learns nothing, so it needs no split):
+  * dns: in a network_dns run, every gateway resolve span that started in the fault window
+    against its getaddrinfo event (same thread and name, overlapping in time); expected tier
+    trace_id.
+  * egress: in a network_egress run, every gateway retransmit in the fault window on the
+    tuple of a generation call's connection against that call's span; expected tier pod_conn.
+  precision = events paired with their true span / events paired with any span (>= 0.7);
+  recall = events paired with their true span at the expected tier / truth pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analyze.attribution import DOMAINS, UNKNOWN, Model, RunEvidence, attribute_evidence, collect_run, fit
+from analyze.slo import RunInfo
+
+NONE = "none"
+SEED = 42
+TRAIN_FRACTION = 0.5
+RESAMPLES = 1000
+MIN_RUNS_PER_CLASS = 10
+CORRELATION_CHECKS = {  # name -> (labelled domain, query, expected tier)
+    "dns": ("network_dns", "attr_truth_dns", "trace_id"),
+    "egress": ("network_egress", "attr_truth_egress", "pod_conn"),
+}
+
+
+# --- per window, per run -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoredWindow:
+    index: int
+    start_ns: int
+    end_ns: int
+    truth: frozenset[str]  # empty: no fault
+    predicted: str  # a domain or unknown
+    blamed: frozenset[str]
+
+
+@dataclass
+class RunScore:
+    run_id: str
+    scenario: str
+    labels: list[dict]  # domain, start_ns, end_ns
+    windows: list[ScoredWindow]  # violating windows
+    unpaged_fault_windows: int = 0
+
+    @property
+    def classes(self) -> frozenset[str]:
+        return frozenset(label["domain"] for label in self.labels) or frozenset({NONE})
+
+    @property
+    def fault_start_ns(self) -> int | None:
+        return min((label["start_ns"] for label in self.labels), default=None)
+
+    @property
+    def delay_s(self) -> float | None:
+        """Fault start -> end of the first window blaming a true domain; None if never."""
+        start = self.fault_start_ns
+        if start is None:
+            return None
+        for w in sorted(self.windows, key=lambda w: w.end_ns):
+            if w.truth & w.blamed:
+                return max(0.0, (w.end_ns - start) / 1e9)
+        return None
+
+
+def window_truth(labels: Sequence[Mapping[str, Any]], start_ns: int, end_ns: int) -> frozenset[str]:
+    """Domains whose fault window (start_ns, end_ns) overlaps the window [start, end) by more
+    than a point."""
+    return frozenset(lb["domain"] for lb in labels if lb["start_ns"] < end_ns and lb["end_ns"] > start_ns)
+
+
+def truth_key(truth: frozenset[str]) -> str:
+    return "+".join(sorted(truth)) or NONE
+
+
+# counts per run, in one vector so a bootstrap resample is a sum of rows
+_D = len(DOMAINS)
+TP, FP, FN = 0, _D, 2 * _D
+ABST = 3 * _D  # windows, abstained, fault windows, abstained on fault, none windows, abstained on none
+N_COUNTS = ABST + 6
+
+
+def run_counts(run: RunScore) -> np.ndarray:
+    c = np.zeros(N_COUNTS, np.int64)
+    for w in run.windows:
+        for i, d in enumerate(DOMAINS):
+            c[TP + i] += d in w.blamed and d in w.truth
+            c[FP + i] += d in w.blamed and d not in w.truth
+            c[FN + i] += d in w.truth and d not in w.blamed
+        abstained = w.predicted == UNKNOWN
+        c[ABST] += 1
+        c[ABST + 1] += abstained
+        c[ABST + 2 if w.truth else ABST + 4] += 1
+        c[ABST + 3 if w.truth else ABST + 5] += abstained
+    return c
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num / den) if den else None
+
+
+def prf(tp: float, fp: float, fn: float) -> tuple[float | None, float | None, float | None]:
+    p, r = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    f = None if p is None or r is None else (2 * p * r / (p + r) if p + r else 0.0)
+    if f is None and (tp + fp or tp + fn):
+        f = 0.0  # one of them undefined: no true positive is possible either way
+    return p, r, f
+
+
+def metrics_from_counts(c: np.ndarray) -> dict[str, Any]:
+    """Per-domain and macro precision/recall/F1 and abstain rates from summed counts."""
+    per, in_play = {}, []
+    for i, d in enumerate(DOMAINS):
+        tp, fp, fn = int(c[TP + i]), int(c[FP + i]), int(c[FN + i])
+        p, r, f = prf(tp, fp, fn)
+        per[d] = {"precision": p, "recall": r, "f1": f, "tp": tp, "fp": fp, "fn": fn, "support": tp + fn}
+        if tp + fp + fn:
+            in_play.append(d)
+
+    def macro(key):
+        return float(np.mean([per[d][key] or 0.0 for d in in_play])) if in_play else None
+
+    return {"per_domain": per, "in_play": in_play,
+            "precision": macro("precision"), "recall": macro("recall"), "f1": macro("f1"),
+            "abstain_rate": _ratio(c[ABST + 1], c[ABST]),
+            "abstain_rate_fault": _ratio(c[ABST + 3], c[ABST + 2]),
+            "abstain_rate_none": _ratio(c[ABST + 5], c[ABST + 4]),
+            "windows": int(c[ABST]), "fault_windows": int(c[ABST + 2]), "none_windows": int(c[ABST + 4])}
+
+
+def confusion(runs: Sequence[RunScore]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for run in runs:
+        for w in run.windows:
+            row = out.setdefault(truth_key(w.truth), {})
+            row[w.predicted] = row.get(w.predicted, 0) + 1
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
+
+# --- bootstrap -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    value: float | None
+    ci95: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict:
+        return {"value": None if self.value is None else round(self.value, 4),
+                "ci95": None if self.ci95 is None else [round(self.ci95[0], 4), round(self.ci95[1], 4)]}
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return "n/a"
+        ci = f" [{self.ci95[0]:.3f}, {self.ci95[1]:.3f}]" if self.ci95 else " (no CI)"
+        return f"{self.value:.3f}{ci}"
+
+
+def resample_indices(strata: Sequence[str], resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n) run indices drawn with replacement inside each stratum. Seeded."""
+    rng = np.random.default_rng(seed)
+    strata = list(strata)
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(strata):
+        groups.setdefault(s, []).append(i)
+    out = np.empty((resamples, len(strata)), np.int64)
+    for b in range(resamples):
+        col = 0
+        for key in sorted(groups):
+            members = groups[key]
+            out[b, col:col + len(members)] = rng.choice(members, size=len(members), replace=True)
+            col += len(members)
+    return out
+
+
+def can_bootstrap(strata: Sequence[str]) -> bool:
+    """A resample varies only when some stratum holds two runs or more."""
+    return any(n >= 2 for n in (list(strata).count(s) for s in set(strata)))
+
+
+def percentile_ci(values: Sequence[float | None]) -> tuple[float, float] | None:
+    v = np.array([x for x in values if x is not None and not math.isnan(x)], float)
+    if v.size < 2:
+        return None
+    lo, hi = np.percentile(v, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    v = [x for x in values if x is not None]
+    return float(np.median(v)) if v else None
+
+
+# --- correlation truth ---------------------------------------------------------------
+
+
+@dataclass
+class CorrelationCounts:
+    truth: int = 0  # truth pairs
+    no_event: int = 0  # truth spans without a recorded kernel event (dns only)
+    matched: int = 0  # truth events correlation paired with some span (>= 0.7)
+    right_span: int = 0  # ... with their true span
+    right_span_expected_tier: int = 0
+    tiers: dict[str, int] = field(default_factory=dict)  # tier of the right-span pairs
+    wrong_tiers: dict[str, int] = field(default_factory=dict)  # tier of wrong-span pairs
+
+    def add(self, other: CorrelationCounts) -> None:
+        for name in ("truth", "no_event", "matched", "right_span", "right_span_expected_tier"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for mine, theirs in ((self.tiers, other.tiers), (self.wrong_tiers, other.wrong_tiers)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+
+    @property
+    def precision(self) -> float | None:
+        return _ratio(self.right_span, self.matched)
+
+    @property
+    def recall(self) -> float | None:
+        return _ratio(self.right_span_expected_tier, self.truth)
+
+
+def correlation_counts(rows: Sequence[Mapping[str, Any]], expected_tier: str) -> CorrelationCounts:
+    """Counts of a truth query's rows (sql/attr_truth_*.sql)."""
+    c = CorrelationCounts()
+    for r in rows:
+        c.truth += 1
+        if r.get("event_no") is None:
+            c.no_event += 1
+            continue
+        if r.get("tier") is None:
+            continue
+        c.matched += 1
+        right = r["matched_trace_id"] == r["trace_id"] and r["matched_span_id"] == r["span_id"]
+        bucket = c.tiers if right else c.wrong_tiers
+        bucket[r["tier"]] = bucket.get(r["tier"], 0) + 1
+        if right:
+            c.right_span += 1
+            c.right_span_expected_tier += r["tier"] == expected_tier
+    return c
+
+
+def _labels_and_truth(con, ev: RunEvidence) -> dict[str, Any]:
+    """Runs inside collect_run: the run's labels and its correlation truth counts."""
+    from analyze import queries
+
+    labels = con.sql("SELECT domain, target, start_ns, end_ns FROM labels ORDER BY start_ns, domain") \
+        .to_arrow_table().to_pylist()
+    checks = {}
+    for name, (domain, query, tier) in CORRELATION_CHECKS.items():
+        windows = [lb for lb in labels if lb["domain"] == domain]
+        if not windows:
+            continue
+        counts = CorrelationCounts()
+        for lb in windows:
+            rows = queries.run(con, query, {"service": ev.workload.service, "lo_ns": lb["start_ns"],
+                                            "hi_ns": lb["end_ns"]}).to_pylist()
+            counts.add(correlation_counts(rows, tier))
+        checks[name] = counts
+    return {"labels": labels, "correlation": checks}
+
+
+# --- the split -------------------------------------------------------------------------
+
+
+def split_runs(infos: Sequence[RunInfo], seed: int = SEED, train_fraction: float = TRAIN_FRACTION
+               ) -> tuple[list[str], list[str]]:
+    """(train run ids, test run ids): per scenario, seeded shuffle, floor(n * fraction) train."""
+    if not 0 <= train_fraction < 1:
+        raise ValueError(f"train_fraction must be in [0, 1), got {train_fraction}")
+    rng = np.random.default_rng(seed)
+    by_scenario: dict[str, list[str]] = {}
+    for info in infos:
+        by_scenario.setdefault(info.scenario, []).append(info.run_id)
+    train, test = [], []
+    for scenario in sorted(by_scenario):
+        ids = sorted(by_scenario[scenario])
+        order = [ids[i] for i in rng.permutation(len(ids))]
+        k = math.floor(len(ids) * train_fraction)
+        train += order[:k]
+        test += order[k:]
+    return sorted(train), sorted(test)
+
+
+# --- the result ------------------------------------------------------------------------
+
+
+@dataclass
+class ScoreResult:
+    """Attribution and correlation scores over the test runs (module docstring)."""
+
+    test_runs: list[str]
+    train_runs: list[str]
+    split: dict[str, Any]
+    runs: list[dict]  # per run: id, scenario, tag, role, mode, signals, windows ...
+    class_balance: dict[str, int]  # class -> test runs holding it
+    windows_per_class: dict[str, int]
+    per_domain: dict[str, dict[str, Any]]
+    precision: Metric
+    recall: Metric
+    f1: Metric
+    abstain_rate: Metric
+    abstain_rate_fault: Metric
+    abstain_rate_none: Metric
+    detection_delay_s: Metric
+    detected: int
+    faulted: int
+    confusion: dict[str, dict[str, int]]
+    unpaged_fault_windows: int
+    windows: int
+    correlation: dict[str, dict[str, Any]]
+    exploratory: bool
+    exploratory_reasons: list[str]
+    not_evaluated: list[str]
+    model: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    resamples: int = RESAMPLES
+    seed: int = SEED
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.test_runs)
+
+    def gate(self, config: Mapping) -> tuple[bool, list[str]]:
+        """(passed, reasons it failed). Exploratory never passes."""
+        g = config["gate"]
+        reasons = []
+        if self.exploratory:
+            reasons.append("exploratory: " + "; ".join(self.exploratory_reasons)
+                           + " (an exploratory result never passes the gate)")
+        if self.precision.value is None or self.precision.value < g["min_precision"]:
+            reasons.append(f"macro precision {_show(self.precision.value)} < gate.min_precision "
+                           f"{g['min_precision']}")
+        if self.recall.value is None or self.recall.value < g["min_recall"]:
+            reasons.append(f"macro recall {_show(self.recall.value)} < gate.min_recall {g['min_recall']}")
+        return not reasons, reasons
+
+    def to_dict(self) -> dict:
+        return {
+            "exploratory": self.exploratory, "exploratory_reasons": list(self.exploratory_reasons),
+            "n_runs": self.n_runs, "test_runs": list(self.test_runs), "train_runs": list(self.train_runs),
+            "split": self.split, "class_balance": dict(self.class_balance),
+            "windows_per_class": dict(self.windows_per_class), "windows": self.windows,
+            "precision": self.precision.to_dict(), "recall": self.recall.to_dict(), "f1": self.f1.to_dict(),
+            "per_domain": {d: {k: (v.to_dict() if isinstance(v, Metric) else v) for k, v in m.items()}
+                           for d, m in self.per_domain.items()},
+            "abstain_rate": self.abstain_rate.to_dict(),
+            "abstain_rate_fault": self.abstain_rate_fault.to_dict(),
+            "abstain_rate_none": self.abstain_rate_none.to_dict(),
+            "detection_delay_s": self.detection_delay_s.to_dict(), "detected": self.detected,
+            "faulted": self.faulted, "unpaged_fault_windows": self.unpaged_fault_windows,
+            "confusion": self.confusion, "correlation": self.correlation,
+            "not_evaluated": list(self.not_evaluated), "resamples": self.resamples, "seed": self.seed,
+            "runs": self.runs, "model": self.model, "notes": list(self.notes),
+        }
+
+
+def _show(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def summarize(runs: Sequence[RunScore], *, resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, Any]:
+    """Every attribution metric with its CI95 over `runs` (pure: no I/O)."""
+    counts = np.array([run_counts(r) for r in runs]) if runs else np.zeros((0, N_COUNTS), np.int64)
+    point = metrics_from_counts(counts.sum(axis=0))
+    delays = [r.delay_s for r in runs]
+    faulted = [r for r in runs if r.fault_start_ns is not None]
+    boots: dict[str, list] = {k: [] for k in ("precision", "recall", "f1", "abstain_rate",
+                                              "abstain_rate_fault", "abstain_rate_none", "delay")}
+    per_boot: dict[str, dict[str, list]] = {d: {"precision": [], "recall": [], "f1": []} for d in DOMAINS}
+    if can_bootstrap([r.scenario for r in runs]):
+        for idx in resample_indices([r.scenario for r in runs], resamples, seed):
+            m = metrics_from_counts(counts[idx].sum(axis=0))
+            for k in ("precision", "recall", "f1", "abstain_rate", "abstain_rate_fault", "abstain_rate_none"):
+                boots[k].append(m[k])
+            for d in DOMAINS:
+                for k in ("precision", "recall", "f1"):
+                    per_boot[d][k].append(m["per_domain"][d][k])
+            boots["delay"].append(_median([delays[i] for i in idx]))
+
+    def metric(key: str, value) -> Metric:
+        return Metric(value, percentile_ci(boots[key]) if value is not None else None)
+
+    per_domain = {}
+    for d in DOMAINS:
+        pd = point["per_domain"][d]
+        per_domain[d] = {**{k: Metric(pd[k], percentile_ci(per_boot[d][k]) if pd[k] is not None else None)
+                            for k in ("precision", "recall", "f1")},
+                         "tp": pd["tp"], "fp": pd["fp"], "fn": pd["fn"], "support": pd["support"]}
+    return {
+        "per_domain": per_domain, "in_play": point["in_play"],
+        "precision": metric("precision", point["precision"]), "recall": metric("recall", point["recall"]),
+        "f1": metric("f1", point["f1"]), "abstain_rate": metric("abstain_rate", point["abstain_rate"]),
+        "abstain_rate_fault": metric("abstain_rate_fault", point["abstain_rate_fault"]),
+        "abstain_rate_none": metric("abstain_rate_none", point["abstain_rate_none"]),
+        "detection_delay_s": metric("delay", _median(delays)),
+        "detected": sum(d is not None for d in delays), "faulted": len(faulted),
+        "confusion": confusion(runs), "windows": point["windows"],
+    }
+
+
+def class_balance(runs: Sequence[RunScore]) -> tuple[dict[str, int], dict[str, int]]:
+    by_runs: dict[str, int] = {}
+    by_windows: dict[str, int] = {}
+    for r in runs:
+        for c in r.classes:
+            by_runs[c] = by_runs.get(c, 0) + 1
+        for w in r.windows:
+            for c in (w.truth or {NONE}):
+                by_windows[c] = by_windows.get(c, 0) + 1
+    return dict(sorted(by_runs.items())), dict(sorted(by_windows.items()))
+
+
+def exploratory_reasons(balance: Mapping[str, int], n_runs: int) -> list[str]:
+    reasons = [f"class {c} has {n} test run(s) < {MIN_RUNS_PER_CLASS}"
+               for c, n in balance.items() if n < MIN_RUNS_PER_CLASS]
+    if n_runs == 0:
+        reasons.append("no test run")
+    return reasons
+
+
+def correlation_summary(per_run: Mapping[str, Mapping[str, CorrelationCounts]], strata: Mapping[str, str],
+                        *, resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, (domain, _query, tier) in CORRELATION_CHECKS.items():
+        runs = sorted(r for r, checks in per_run.items() if name in checks)
+        if not runs:
+            continue
+        total = CorrelationCounts()
+        for r in runs:
+            total.add(per_run[r][name])
+        p_boot, r_boot = [], []
+        if can_bootstrap([strata[r] for r in runs]):
+            for idx in resample_indices([strata[r] for r in runs], resamples, seed):
+                c = CorrelationCounts()
+                for i in idx:
+                    c.add(per_run[runs[i]][name])
+                p_boot.append(c.precision)
+                r_boot.append(c.recall)
+        out[name] = {
+            "domain": domain, "expected_tier": tier, "runs": len(runs),
+            "precision": Metric(total.precision,
+                                percentile_ci(p_boot) if total.precision is not None else None).to_dict(),
+            "recall": Metric(total.recall, percentile_ci(r_boot) if total.recall is not None else None).to_dict(),
+            "truth_pairs": total.truth, "no_kernel_event": total.no_event, "matched": total.matched,
+            "right_span": total.right_span, "right_span_expected_tier": total.right_span_expected_tier,
+            "right_span_tiers": dict(sorted(total.tiers.items())),
+            "wrong_span_tiers": dict(sorted(total.wrong_tiers.items())),
+        }
+    return out
+
+
+def _run_score(ev: RunEvidence, model: Model) -> RunScore:
+    labels = ev.extra["labels"]
+    ra = attribute_evidence(ev, model)
+    windows = [ScoredWindow(wa.window.index, wa.window.start_ns, wa.window.end_ns,
+                            window_truth(labels, wa.window.start_ns, wa.window.end_ns), wa.predicted, wa.blamed)
+               for wa in ra.windows]
+    unpaged = sum(1 for w in ev.slo.windows
+                  if not w.violating and window_truth(labels, w.start_ns, w.end_ns))
+    return RunScore(ev.info.run_id, ev.info.scenario, labels, windows, unpaged)
+
+
+def training_rows(evidence: Sequence[RunEvidence]) -> tuple[list[dict[str, float]], list[frozenset[str]]]:
+    """Every window (violating or not) of the given runs: feature shifts and true domains."""
+    rows, truth = [], []
+    for ev in evidence:
+        for w, x in ev.shift_rows():
+            rows.append(x)
+            truth.append(window_truth(ev.extra["labels"], w.start_ns, w.end_ns))
+    return rows, truth
+
+
+def score_runs(paths, config: Mapping, *, model: Model | None = None, seed: int = SEED,
+               train_fraction: float = TRAIN_FRACTION, resamples: int = RESAMPLES,
+               budget: float | None = None) -> ScoreResult:
+    """Scores attribution (and correlation) on the labelled runs below `paths`."""
+    from analyze.session import find_runs
+
+    notes: list[str] = []
+    evidence: dict[str, RunEvidence] = {}
+    for run_dir in find_runs([Path(p) for p in paths]):
+        if not (Path(run_dir) / "labels.parquet").is_file():
+            notes.append(f"{run_dir}: no labels.parquet, left out")
+            continue
+        ev = collect_run(run_dir, config, budget=budget, also=_labels_and_truth)
+        if ev.info.run_id in evidence:
+            notes.append(f"{run_dir}: run id {ev.info.run_id} seen twice, left out")
+            continue
+        evidence[ev.info.run_id] = ev
+    infos = [ev.info for ev in evidence.values()]
+    if model is None:
+        train, test = split_runs(infos, seed, train_fraction)
+        split = {"method": "per scenario, seeded shuffle, floor(n * train_fraction) train",
+                 "seed": seed, "train_fraction": train_fraction}
+        model = fit(*training_rows([evidence[r] for r in train]),
+                    trained={"runs": train, "split": split})
+    else:
+        seen = set(model.trained.get("runs") or [])
+        train = sorted(r for r in evidence if r in seen)
+        test = sorted(r for r in evidence if r not in seen)
+        split = {"method": "model given: every run it was not trained on tests",
+                 "model_split": model.trained.get("split")}
+        if train:
+            notes.append(f"{len(train)} run(s) left out of the test set: the model was trained on them")
+    scored = [_run_score(evidence[r], model) for r in test]
+    summary = summarize(scored, resamples=resamples, seed=seed)
+    balance, per_windows = class_balance(scored)
+    reasons = exploratory_reasons(balance, len(scored))
+    not_evaluated = [d for d in DOMAINS if d not in balance]
+    correlation = correlation_summary({r: evidence[r].extra["correlation"] for r in evidence},
+                                      {r: evidence[r].info.scenario for r in evidence},
+                                      resamples=resamples, seed=seed)
+    by_id = {s.run_id: s for s in scored}
+    runs = []
+    for run_id, ev in sorted(evidence.items(), key=lambda kv: (kv[1].info.scenario, kv[0])):
+        s = by_id.get(run_id)
+        runs.append({**ev.info.to_dict(), "role": "test" if run_id in by_id else "train",
+                     "classes": sorted(s.classes) if s else sorted({lb["domain"] for lb in ev.extra["labels"]}
+                                                                   or {NONE}),
+                     "windows": len(ev.slo.windows), "violating": len(ev.slo.violating),
+                     "delay_s": None if s is None or s.delay_s is None else round(s.delay_s, 3)})
+    return ScoreResult(
+        test_runs=test, train_runs=train, split={**split, "train": train, "test": test}, runs=runs,
+        class_balance=balance, windows_per_class=per_windows, per_domain=summary["per_domain"],
+        precision=summary["precision"], recall=summary["recall"], f1=summary["f1"],
+        abstain_rate=summary["abstain_rate"], abstain_rate_fault=summary["abstain_rate_fault"],
+        abstain_rate_none=summary["abstain_rate_none"], detection_delay_s=summary["detection_delay_s"],
+        detected=summary["detected"], faulted=summary["faulted"], confusion=summary["confusion"],
+        unpaged_fault_windows=sum(s.unpaged_fault_windows for s in scored), windows=summary["windows"],
+        correlation=correlation, exploratory=bool(reasons), exploratory_reasons=reasons,
+        not_evaluated=not_evaluated, model=model.to_dict(), notes=notes, resamples=resamples, seed=seed)
