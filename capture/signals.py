@@ -91,7 +91,9 @@ def _dns_columns(r: np.ndarray) -> dict:
 
 
 def _retransmit_columns(r: np.ndarray) -> dict:
-    return {**_header_columns(r), **_tuple_columns(r), "detail": S.tcp_state_names(r["state"])}
+    # retransmits mostly run in timer/softirq context: the current task is whoever was
+    # interrupted, so pid/tid/comm would mislead a join; the socket's tuple and cgroup do not
+    return {"cgroup_id": r["cgroup_id"], **_tuple_columns(r), "detail": S.tcp_state_names(r["state"])}
 
 
 def _connect_columns(r: np.ndarray) -> dict:

@@ -11,6 +11,7 @@ fault windows as they really happened.
 from __future__ import annotations
 
 import copy
+import ctypes
 import json
 import signal
 import subprocess
@@ -155,6 +156,11 @@ def _record_config(cfg: dict, host_ip: str, path: Path) -> Path:
     return path
 
 
+def _interrupt_when_parent_dies() -> None:
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+
+
 class _Recorder:
     """`slocap record` in its own process, as an SRE runs it: its CPU is its own."""
 
@@ -170,8 +176,10 @@ class _Recorder:
                 "--phases", ",".join(f"{name}={secs:g}" for name, secs in phases)]
         self.log = lab.workdir / "slocap.log"
         with open(self.log, "wb") as log:
-            # its own session: the terminal's Ctrl-C reaches the runner, which stops it in order
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            # its own session: the terminal's Ctrl-C reaches the runner, which stops it in order;
+            # if the runner is killed outright, the kernel sends it SIGINT (a cut run, finalized)
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_interrupt_when_parent_dies)
         deadline = time.monotonic() + 60
         while not (self.run_dir / "manifest.json").exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
