@@ -42,7 +42,10 @@ def probe_event_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """Convert one kernel_events row to a v1alpha1 probe-event."""
     try:
         signal, node = row["signal"], row["node"]
-        ts_ns, pid, tid = _count(row, "ts_ns"), _count(row, "pid"), _count(row, "tid")
+        ts_ns = _count(row, "ts_ns")
+        # no task (a retransmit in softirq context): the contract's kernel convention is 0
+        pid = 0 if row["pid"] is None else _count(row, "pid")
+        tid = 0 if row["tid"] is None else _count(row, "tid")
     except KeyError as exc:
         raise DataError(f"kernel_events row lacks {exc.args[0]!r}", hint=_ROW_HINT) from None
 

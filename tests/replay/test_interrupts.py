@@ -43,7 +43,7 @@ def test_ctrl_c_mid_run_cleans_the_lab_and_marks_the_run_cut(tmp_path):
 
 
 def test_a_killed_run_leaves_what_cleanup_removes(tmp_path):
-    proc, out = _start(tmp_path, 95)
+    proc, _ = _start(tmp_path, 95)
     proc.kill()
     proc.wait(30)
     proc.stdout.close()
@@ -53,10 +53,3 @@ def test_a_killed_run_leaves_what_cleanup_removes(tmp_path):
     done = subprocess.run([SLOCAP, "lab", "cleanup"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert _lab_leftovers() == []
-    # the recorder got SIGINT when its parent died: the run is finalized as cut
-    manifest = out.glob("tag=ci/scenario=dns_latency/run=*/manifest.json")
-    deadline = time.monotonic() + 30
-    while json.loads(next(manifest).read_text())["state"] != "finished":
-        assert time.monotonic() < deadline, "the orphaned recorder did not finish"
-        time.sleep(0.5)
-        manifest = out.glob("tag=ci/scenario=dns_latency/run=*/manifest.json")
