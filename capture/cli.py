@@ -302,7 +302,8 @@ def lab_list() -> None:
 @lab.command("cleanup")
 def lab_cleanup() -> None:
     """Remove namespaces, bridges, /etc/netns entries and cgroups a killed lab left."""
+    from replay.runner import stop_orphan_recorders
     from replay.topology import cleanup
 
-    removed = cleanup()
+    removed = stop_orphan_recorders() + cleanup()
     click.echo("\n".join(removed) if removed else "nothing to clean up")

@@ -11,6 +11,7 @@ fault windows as they really happened.
 from __future__ import annotations
 
 import copy
+import os
 import ctypes
 import json
 import signal
@@ -255,3 +256,22 @@ def _write_labels(run_dir: Path, run_id: str, scenario: str, injector: faults.In
 def run_lab(opts: LabOptions, on_progress: Callable[[LabProgress], None] | None = None) -> list[LabRun]:
     return [run_one(opts, scenario, rep, on_progress)
             for scenario in opts.scenarios for rep in range(1, opts.reps + 1)]
+
+
+def stop_orphan_recorders() -> list[str]:
+    """SIGINT to `slocap record` processes of a lab whose runner was killed (they
+    record the lab's cgroup, which cleanup removes); each finalizes its run as cut."""
+    stopped = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"record" in argv and any(a.startswith(b"/sys/fs/cgroup/unified/slo-lab-") for a in argv):
+            pid = int(cmdline.parent.name)
+            try:
+                os.kill(pid, signal.SIGINT)
+                stopped.append(f"slocap record (pid {pid})")
+            except ProcessLookupError:
+                pass
+    return stopped
