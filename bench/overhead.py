@@ -2,11 +2,18 @@
 """Overhead benchmark: what `slocap record` with every signal costs the machine,
 as a paired ratio with and without the recorder (DESIGN.md, "Statistics rules").
 
-Design. A fixed amount of work (bench/workload.py: DNS lookups, TCP connects,
-TLS handshakes and context switches on loopback, in a network namespace made
-here) runs once WITH a tool attached and once WITHOUT, per pair, in a seeded
-random order; the pairs of all experiments are shuffled together so drift hits
-them alike. Experiments in one run:
+Design. A fixed amount of work runs once WITH a tool attached and once WITHOUT,
+per pair, in a seeded random order; the pairs of all experiments are shuffled
+together so drift hits them alike. The reference workload (--workload):
+  lab        (default) the incident lab's baseline: gateway, retrieval, backend
+             and DNS server in their namespaces and pod cgroups, set up once,
+             and per run the seeded load generator rag_mixed_20rps (seed 42)
+             for --seconds; the recorder runs as the lab runs it (pods file,
+             cgroup filter, OTLP receiver taking the services' spans)
+  synthetic  bench/workload.py: a fixed number of DNS lookups, TCP connects,
+             TLS handshakes and context switches on loopback, in a network
+             namespace made here: a stress case, far busier than the lab
+Experiments in one run:
   slocap   the recorder with all 7 signals (started before the workload, ready
            when its manifest.json exists, stopped with SIGINT after it)
   runqlat  the peer: libbpf-tools' runqlat, in the same place
@@ -15,16 +22,18 @@ them alike. Experiments in one run:
 Measured per run, over the workload's window only:
   machine CPU  delta of system-wide busy time in /proc/stat (all CPUs, all but
                idle + iowait): in-kernel BPF cost, the tool's own CPU, the lot
-  own CPU      user + sys of the workload's process tree (wait4) plus the
-               tool's CPU in the window (/proc/PID/stat): blind to other
-               tenants of the machine, blind to BPF run in their context
+  own CPU      user + sys of the workload's process tree (wait4; with the lab,
+               plus the lab's cgroup cpu.stat) plus the tool's CPU in the
+               window (/proc/PID/stat): blind to other tenants of the
+               machine, blind to BPF run in their context
   wall         workload start to exit
 Per pair: ratio with/without. Printed: median ratio - 1 as overhead %, with a
 CI95 from a seeded bootstrap over pairs (10,000 resamples).
 
-Usage: .venv/bin/python bench/overhead.py [--pairs 20] [--aa-pairs N] [--seed 42]
-       [--ops 16000] [--quick] [--install-peer] [--json FILE]
-Needs root (loads BPF programs, makes a network namespace).
+Usage: .venv/bin/python bench/overhead.py [--workload lab|synthetic] [--pairs 20]
+       [--aa-pairs N] [--seed 42] [--seconds 20 | --ops 16000] [--quick]
+       [--install-peer] [--json FILE]
+Needs root (loads BPF programs, makes network namespaces and cgroups).
 """
 
 from __future__ import annotations
@@ -49,6 +58,8 @@ from typing import Sequence
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from capture.errors import SloError  # noqa: E402
 WORKLOAD = ROOT / "bench" / "workload.py"
 ALL_SIGNALS = "dns,retransmit,connect,runqueue,cpu_steal,tls,mem_reclaim"
 PEER_PACKAGE = "libbpf-tools"
@@ -274,8 +285,9 @@ class Netns:
 class Slocap:
     label = "slocap record, 7 signals"
 
-    def __init__(self, children: Children, exe: str, scratch: Path) -> None:
+    def __init__(self, children: Children, exe: str, scratch: Path, extra: Sequence[str] = ()) -> None:
         self.children, self.exe, self.scratch = children, exe, scratch
+        self.extra = list(extra)  # e.g. the lab's pods file, cgroup filter and OTLP config
         self.proc: subprocess.Popen | None = None
         self.out: Path | None = None
 
@@ -283,7 +295,7 @@ class Slocap:
         self.out = Path(tempfile.mkdtemp(prefix="rec-", dir=self.scratch))
         self.log = open(self.out / "slocap.log", "w")
         self.proc = self.children.start([self.exe, "record", "--out", str(self.out / "runs"),
-                                         "--signals", ALL_SIGNALS], gentle=True,
+                                         "--signals", ALL_SIGNALS, *self.extra], gentle=True,
                                         stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         pattern = str(self.out / "runs" / "tag=*" / "scenario=*" / "run=*" / "manifest.json")
         deadline = time.monotonic() + 60
@@ -397,8 +409,21 @@ def ensure_peer(install: bool, say) -> tuple[str | None, str]:
 
 # -- one run of the workload --------------------------------------------------
 
-def run_workload(children: Children, cmd: list[str], tool_pid: int | None) -> dict:
+def cgroup_cpu_s(cgroup: Path | None) -> float:
+    """usage_usec of a cgroup-v2 directory (all its processes, every thread), in s."""
+    if cgroup is None:
+        return 0.0
+    for line in (cgroup / "cpu.stat").read_text().splitlines():
+        if line.startswith("usage_usec "):
+            return int(line.split()[1]) / 1e6
+    raise RuntimeError(f"{cgroup}/cpu.stat has no usage_usec")
+
+
+def run_workload(children: Children, cmd: list[str], tool_pid: int | None, cgroup: Path | None = None) -> dict:
+    """One run of `cmd` (its last stdout line is JSON); CPU over its window. With
+    `cgroup`, the CPU of the long-running services in it counts as workload too."""
     tool0 = process_cpu_ticks(tool_pid) if tool_pid else 0
+    svc0 = cgroup_cpu_s(cgroup)
     cpu0, t0 = cpu_times(), time.monotonic()
     with tempfile.TemporaryFile() as err_file:
         p = children.start(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_file)
@@ -413,13 +438,18 @@ def run_workload(children: Children, cmd: list[str], tool_pid: int | None) -> di
         err = err_file.read()
     t1 = time.monotonic()
     cpu1 = cpu_times()
+    svc1 = cgroup_cpu_s(cgroup)
     tool1 = process_cpu_ticks(tool_pid) if tool_pid else 0
     p.returncode = os.waitstatus_to_exitcode(status)
     children.forget(p)
     if p.returncode != 0:
         raise RuntimeError(f"workload exited {p.returncode}: {err.decode(errors='replace').strip()[-1500:]}")
     result = json.loads(out.decode().strip().splitlines()[-1])
-    workload_cpu = ru.ru_utime + ru.ru_stime
+    if "by_status" in result:  # replay.loadgen --json: requests, not operations
+        failed = {k: v for k, v in result["by_status"].items() if k != "ok"}
+        result = {"ops_wall_s": None, "failures": sum(failed.values()),
+                  "first_failure": ", ".join(f"{v} {k}" for k, v in failed.items()) or None}
+    workload_cpu = ru.ru_utime + ru.ru_stime + (svc1 - svc0)
     tool_cpu = (tool1 - tool0) / CLK_TCK
     return {
         "machine_cpu_s": (cpu1["busy"] - cpu0["busy"]) / CLK_TCK,
@@ -429,6 +459,7 @@ def run_workload(children: Children, cmd: list[str], tool_pid: int | None) -> di
         "workload_cpu_s": round(workload_cpu, 4),
         "workload_user_s": round(ru.ru_utime, 4),
         "workload_sys_s": round(ru.ru_stime, 4),
+        "services_cpu_s": round(svc1 - svc0, 4),
         "tool_cpu_s": tool_cpu,
         "own_cpu_s": round(workload_cpu + tool_cpu, 4),
         "wall_s": round(t1 - t0, 4),
@@ -453,14 +484,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pairs", type=int, help="pairs per tool (default 20; 3 with --quick)")
     ap.add_argument("--aa-pairs", type=int, help="A/A control pairs (default: = --pairs)")
     ap.add_argument("--seed", type=int, default=42, help="order of runs, bootstrap, workload plan (default 42)")
-    ap.add_argument("--ops", type=int, help="workload operations per run (default 16000, ~4-5 s here; 6000 with --quick)")
-    ap.add_argument("--threads", type=int, default=8, help="workload client threads (default 8)")
+    ap.add_argument("--workload", choices=("lab", "synthetic"), default="lab",
+                    help="lab: the incident lab's baseline at 20 requests/s (default); "
+                         "synthetic: bench/workload.py, a connect/DNS/context-switch stress case")
+    ap.add_argument("--seconds", type=float, help="lab: load per run, seconds (default 20; 8 with --quick)")
+    ap.add_argument("--lab-index", type=int, default=9, help="lab: which lab network to make (default 9)")
+    ap.add_argument("--ops", type=int, help="synthetic: operations per run (default 16000, ~4-5 s here; "
+                                            "6000 with --quick)")
+    ap.add_argument("--threads", type=int, default=8, help="synthetic: client threads (default 8)")
     ap.add_argument("--dns", choices=("stub", "hosts"), default="stub",
                     help="stub: real DNS queries to a responder on loopback in our netns (default); "
                          "hosts: /etc/hosts lookups, no netns")
     ap.add_argument("--settle", type=float, default=0.5, help="seconds of quiet before each run (default 0.5)")
     ap.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
-    ap.add_argument("--quick", action="store_true", help="smoke: 3 pairs each, 6000 ops")
+    ap.add_argument("--quick", action="store_true", help="smoke: 3 pairs each, shorter runs")
     ap.add_argument("--no-peer", action="store_true", help="skip the runqlat peer")
     ap.add_argument("--install-peer", action="store_true",
                     help=f"apt-get install {PEER_PACKAGE} when runqlat is missing")
@@ -469,8 +506,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.pairs = a.pairs if a.pairs is not None else (3 if a.quick else 20)
     a.aa_pairs = a.aa_pairs if a.aa_pairs is not None else a.pairs
     a.ops = a.ops if a.ops is not None else (6000 if a.quick else 16000)
-    if a.pairs < 1 or a.aa_pairs < 0 or a.ops < 1:
-        ap.error("--pairs must be >= 1, --aa-pairs >= 0, --ops >= 1")
+    a.seconds = a.seconds if a.seconds is not None else (8.0 if a.quick else 20.0)
+    if a.pairs < 1 or a.aa_pairs < 0 or a.ops < 1 or a.seconds <= 0:
+        ap.error("--pairs must be >= 1, --aa-pairs >= 0, --ops >= 1, --seconds > 0")
     return a
 
 
@@ -478,6 +516,44 @@ def _fmt(s: Summary) -> str:
     if np.isnan(s.low_pct):
         return f"{s.median_pct:+6.2f} [   n/a,    n/a]"
     return f"{s.median_pct:+6.2f} [{s.low_pct:+6.2f}, {s.high_pct:+6.2f}]"
+
+
+def _workload_size(a: argparse.Namespace) -> str:
+    return f"{a.seconds:g} s of rag_mixed_20rps" if a.workload == "lab" else f"{a.ops:,} ops"
+
+
+def _synthetic_workload(a: argparse.Namespace, scratch: Path) -> list[str]:
+    from bench.workload import make_cert
+
+    cert_dir = scratch / "cert"
+    cert_dir.mkdir()
+    make_cert(cert_dir)
+    prefix: list[str] = []
+    if a.dns == "stub":
+        a._netns = Netns(f"slobench-{os.getpid()}")  # removed by main()'s cleanup
+        a._netns.create()
+        prefix = a._netns.prefix()
+    return prefix + [sys.executable, str(WORKLOAD), "--ops", str(a.ops), "--threads", str(a.threads),
+                     "--seed", str(a.seed), "--dns", a.dns, "--cert-dir", str(cert_dir)]
+
+
+def _lab_workload(a: argparse.Namespace, scratch: Path) -> tuple[list[str], list[str], Path]:
+    """The lab up once (torn down by main()); per run, the load generator alone.
+    Returns the load command, the recorder's lab arguments and the lab's cgroup."""
+    from capture.config import load_config
+    from replay.runner import _record_config, _start_services
+    from replay.topology import Topology
+
+    say(f"setting up lab {a.lab_index} (namespaces, pod cgroups, services)")
+    a._lab = Topology(a.lab_index)
+    a._lab.__enter__()
+    url = _start_services(a._lab, a.seed)
+    config = _record_config(load_config(None), a._lab.host_ip, scratch / "record.json")
+    cmd = [sys.executable, "-m", "replay.loadgen", "--url", url, "--profile", "rag_mixed_20rps",
+           "--seconds", f"{a.seconds:g}", "--seed", str(a.seed), "--json"]
+    recorder_args = ["--config", str(config), "--pods", str(a._lab.pods_file),
+                     "--cgroup", str(a._lab.cgroup_root)]
+    return cmd, recorder_args, a._lab.cgroup_root
 
 
 def benchmark(a: argparse.Namespace, children: Children, scratch: Path) -> dict:
@@ -490,21 +566,13 @@ def benchmark(a: argparse.Namespace, children: Children, scratch: Path) -> dict:
     peer_exe, peer_note = (None, "peer skipped (--no-peer)") if a.no_peer else ensure_peer(a.install_peer, say)
     say(f"peer: {peer_note}")
 
-    cert_dir = scratch / "cert"
-    cert_dir.mkdir()
-    sys.path.insert(0, str(ROOT))
-    from bench.workload import make_cert
-    make_cert(cert_dir)
+    cgroup: Path | None = None
+    if a.workload == "lab":
+        cmd, recorder_args, cgroup = _lab_workload(a, scratch)
+    else:
+        cmd, recorder_args = _synthetic_workload(a, scratch), []
 
-    prefix: list[str] = []
-    if a.dns == "stub":
-        a._netns = Netns(f"slobench-{os.getpid()}")  # removed by main()'s cleanup
-        a._netns.create()
-        prefix = a._netns.prefix()
-    cmd = prefix + [sys.executable, str(WORKLOAD), "--ops", str(a.ops), "--threads", str(a.threads),
-                    "--seed", str(a.seed), "--dns", a.dns, "--cert-dir", str(cert_dir)]
-
-    tools = {"slocap": Slocap(children, slocap_exe, scratch)}
+    tools = {"slocap": Slocap(children, slocap_exe, scratch, recorder_args)}
     if peer_exe:
         tools["runqlat"] = Runqlat(children, peer_exe, scratch)
     pairs = {name: a.pairs for name in tools}
@@ -519,7 +587,7 @@ def benchmark(a: argparse.Namespace, children: Children, scratch: Path) -> dict:
             tool.start()
         try:
             time.sleep(a.settle)
-            m = run_workload(children, cmd, tool.proc.pid if tool else None)
+            m = run_workload(children, cmd, tool.proc.pid if tool else None, cgroup)
         finally:
             if tool:
                 info = tool.stop()
@@ -533,7 +601,7 @@ def benchmark(a: argparse.Namespace, children: Children, scratch: Path) -> dict:
             say(f"warning: {m['failures']} workload operations failed, first: {m['first_failure']}")
         return m
 
-    say(f"warm-up: workload alone, then with each tool ({a.ops} ops per run)")
+    say(f"warm-up: workload alone, then with each tool ({_workload_size(a)} per run)")
     one_run("A/A", "without")
     for name in list(tools):
         try:
@@ -596,9 +664,12 @@ def render(res: dict) -> str:
     lines = [
         f"overhead = median over pairs of (with / without) - 1, in %, [CI95 bootstrap, "
         f"{a.resamples:,} resamples, seed {a.seed}]",
-        f"workload: bench/workload.py, {a.ops:,} ops x {a.threads} threads, 1 in 10 TLS, "
-        f"DNS {'to a stub on loopback in a netns' if a.dns == 'stub' else 'from /etc/hosts'}; "
-        f"runs in random order",
+        (f"workload: the lab's baseline, rag_mixed_20rps seed {a.seed} for {a.seconds:g} s per run "
+         f"(gateway, retrieval, backend over TLS, DNS server; services' CPU from the lab cgroup); "
+         f"runs in random order" if a.workload == "lab" else
+         f"workload: bench/workload.py, {a.ops:,} ops x {a.threads} threads, 1 in 10 TLS, "
+         f"DNS {'to a stub on loopback in a netns' if a.dns == 'stub' else 'from /etc/hosts'}; "
+         f"runs in random order"),
         "",
         f"{'experiment':<20}{'pairs':>5}  " + "".join(f"{label:<26}" for _, label in METRICS),
     ]
@@ -640,7 +711,8 @@ def render(res: dict) -> str:
     if s:
         lines.append("gates on the machine-CPU ratio (CI95 must lie below): "
                      + "; ".join(f"{g} <= {lim:g} %: {gate_verdict(s, lim)}" for g, lim in GATES_PCT.items())
-                     + " (reference workload, not the lab's baseline profile)")
+                     + (" (the lab's baseline profile)" if a.workload == "lab"
+                        else " (synthetic stress workload, not the lab's baseline profile)"))
     aa = summaries.get("A/A")
     if aa:
         bad = [label for key, label in METRICS if not aa[key].contains_zero]
@@ -674,7 +746,8 @@ def to_json(res: dict) -> dict:
     return {
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host": {"node": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count()},
-        "settings": {"pairs": a.pairs, "aa_pairs": a.aa_pairs, "seed": a.seed, "ops": a.ops,
+        "settings": {"workload": a.workload, "seconds": a.seconds if a.workload == "lab" else None,
+                     "pairs": a.pairs, "aa_pairs": a.aa_pairs, "seed": a.seed, "ops": a.ops,
                      "threads": a.threads, "dns": a.dns, "settle_s": a.settle, "resamples": a.resamples,
                      "signals": ALL_SIGNALS, "quick": a.quick},
         "peer": res["peer_note"],
@@ -701,6 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     children = Children()
     scratch = Path(tempfile.mkdtemp(prefix="slobench-"))
     a._netns = None
+    a._lab = None
     code = 0
     try:
         res = benchmark(a, children, scratch)
@@ -711,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted: cleaning up")
         code = 130
-    except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+    except (RuntimeError, SloError, subprocess.CalledProcessError, OSError) as exc:
         detail = getattr(exc, "stderr", None)
         print(f"overhead: {exc}" + (f"\n{detail.decode(errors='replace') if isinstance(detail, bytes) else detail}"
                                     if detail else ""), file=sys.stderr)
@@ -722,6 +796,8 @@ def main(argv: list[str] | None = None) -> int:
         children.kill_all()
         if a._netns is not None:
             a._netns.remove()
+        if a._lab is not None:
+            a._lab.__exit__(None, None, None)
         shutil.rmtree(scratch, ignore_errors=True)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

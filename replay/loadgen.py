@@ -477,12 +477,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--timeout", type=float, default=60.0, help="per request, seconds")
     ap.add_argument("--max-in-flight", type=int, default=512)
     ap.add_argument("--ca-file", type=Path)
+    ap.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     a = ap.parse_args(argv)
     profile = PROFILES[a.profile]
     planned = schedule_phases(profile, a.seed, _phases(a.phases)) if a.phases else schedule(profile, a.seed, a.seconds)
     summary = run_load(a.url, planned, out_dir=a.out, timeout_s=a.timeout, ca_file=a.ca_file,
                        max_in_flight=a.max_in_flight)
-    print(summary.render(), flush=True)
+    print(json.dumps(asdict(summary)) if a.json else summary.render(), flush=True)
 
 
 if __name__ == "__main__":
