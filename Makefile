@@ -45,7 +45,7 @@ build/vmlinux.h:
 
 bpf: $(BPF_OBJ) capture/_trace/libslotrace.so
 
-# the marker library traced processes call; slocap's uprobe reads its arguments
+# the marker library traced processes call; slocap reads the slot it registers
 capture/_trace/libslotrace.so: capture/_trace/slotrace.c
 	$(CC) -shared -fPIC -O2 -Wall -Werror -o $@ $<
 

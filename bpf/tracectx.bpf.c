@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-/* tracectx: the thread's current trace context into trace_ctx_by_tid */
+/* tracectx: the address of each traced thread's trace-context slot, into
+ * trace_slot_by_tid (see trace.bpf.h and capture/_trace/slotrace.c) */
 #include "trace.bpf.h"
 #include "tracectx.h"
 
@@ -8,15 +9,12 @@ char LICENSE[] SEC("license") = "GPL";
 KEEP_BTF(struct tracectx_event, event);
 
 SEC("uprobe")
-int BPF_KPROBE(slo_trace_set, __u64 trace_hi, __u64 trace_lo, __u64 span)
+int BPF_KPROBE(slo_trace_register, void *where)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct trace_ctx t = { .trace_id_hi = trace_hi, .trace_id_lo = trace_lo, .span_id = span };
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct trace_slot s = { .tgid = (__u32)(id >> 32), .addr = (__u64)where };
 
-	/* all zero: the thread left its last span */
-	if (!trace_hi && !trace_lo && !span)
-		bpf_map_delete_elem(&trace_ctx_by_tid, &tid);
-	else
-		bpf_map_update_elem(&trace_ctx_by_tid, &tid, &t, BPF_ANY);
+	bpf_map_update_elem(&trace_slot_by_tid, &tid, &s, BPF_ANY);
 	return 0;
 }

@@ -1,5 +1,5 @@
-/* tracectx: uprobe on the marker function slo_trace_set(trace_hi, trace_lo, span)
- * that a traced process calls when a span starts or ends on a thread */
+/* tracectx: uprobe on slo_trace_register(slot), which a traced thread calls at
+ * most once a second with the address of its trace-context slot */
 #ifndef SLO_TRACECTX_H
 #define SLO_TRACECTX_H
 

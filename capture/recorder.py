@@ -189,7 +189,7 @@ class Recorder:
         except CaptureError as exc:
             self.tracectx_error = exc.message
             return {}
-        return {"trace_ctx_by_tid": self.tracectx.obj.map_fd("trace_ctx_by_tid")}
+        return {"trace_slot_by_tid": self.tracectx.obj.map_fd("trace_slot_by_tid")}
 
     def _probe(self, name: str, shared: dict[str, int]):
         args = dict(ring_bytes=self.ring_bytes, wakeup_bytes=self.wakeup_bytes,
@@ -408,7 +408,7 @@ class Recorder:
         stop_reason, complete = "duration", True
         try:
             self._load()
-            self.monitor = ResourceMonitor(self.loaded)
+            self.monitor = ResourceMonitor(self.loaded, self.opts.config["safety"]["bpf_run_time"])
             self.anchor = take_anchor()
             self._start_otlp()
             M.write_manifest(self.run_dir, self._manifest(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -58,14 +59,23 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _kernel_bpf_stats_on() -> bool:
+    try:
+        return Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 class ResourceMonitor:
     """Samples the recorder's CPU, RSS and BPF run time as deltas."""
 
-    def __init__(self, probes: dict) -> None:
+    def __init__(self, probes: dict, enable_bpf_stats: bool = False) -> None:
         self.probes = probes
         self.ncpu = os.cpu_count() or 1
-        self._stats_fd = L.lib().bpf_enable_stats(BPF_STATS_RUN_TIME)
-        self.bpf_stats = self._stats_fd >= 0
+        # the stats cost every BPF program on the host two clock reads per run:
+        # turned on only when asked; used when someone else turned them on
+        self._stats_fd = L.lib().bpf_enable_stats(BPF_STATS_RUN_TIME) if enable_bpf_stats else -1
+        self.bpf_stats = self._stats_fd >= 0 or _kernel_bpf_stats_on()
         self._last = self._read(0)
 
     def _read(self, events: int) -> tuple:

@@ -210,12 +210,13 @@ SIGNALS: dict[str, Signal] = {
     )
 }
 
-# Not a signal: the uprobe on the marker library that fills the per-thread
-# trace context the stamped signals read (bpf/tracectx.bpf.c).
+# Not a signal: the uprobe on the marker library that learns where each traced
+# thread keeps its trace context, which the stamped signals read (bpf/tracectx.bpf.c).
 TRACECTX = Signal(
     name="tracectx",
     struct="tracectx_event",
-    hooks=(Hook("slo_trace_set", "uprobe", "uprobe:slotrace:slo_trace_set", "slo_trace_set", "slotrace"),),
+    hooks=(Hook("slo_trace_register", "uprobe", "uprobe:slotrace:slo_trace_register", "slo_trace_register",
+                "slotrace"),),
     to_columns=lambda r: _header_columns(r),
 )
 

@@ -1,10 +1,11 @@
 """Trace-context stamping for traced processes: an OpenTelemetry SpanProcessor
 that tells the kernel which trace and span each thread works on.
 
-On span start it calls the marker function slo_trace_set() of the tiny shared
-library the package builds (capture/_trace/libslotrace.so); slocap's uprobe on
-that function fills a per-thread BPF map, and the dns, connect and tls probes
-stamp their events with it. On span end the thread goes back to the parent
+On span start it calls slo_trace_set() of the tiny shared library the package
+builds (capture/_trace/libslotrace.so), which stores the context in a
+thread-local slot and now and then registers the slot's address through a
+function slocap has a uprobe on; the dns, connect and tls probes read the slot
+and stamp their events with it. On span end the thread goes back to the parent
 span, or to none when the parent is remote or absent. Without slocap running the call costs a function call.
 
     from capture.tracing import KernelTraceContextProcessor

@@ -128,6 +128,36 @@ def test_trace_context_of_a_span_stamps_its_dns_lookup(recording):
     assert manifest["otlp"]["spans_written"] == 1
 
 
+def test_stamping_reaches_threads_traced_before_the_recorder_started_and_only_them(recording):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from capture.tracing import KernelTraceContextProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(KernelTraceContextProcessor())
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("before"):  # registers this thread's slot, no recorder yet
+        pass
+    seen: dict[str, int] = {}
+
+    def untraced() -> None:  # another thread of the same process, in no span
+        seen["tid"] = threading.get_native_id()
+        socket.getaddrinfo("localhost", 83, type=socket.SOCK_STREAM)
+
+    with recording(["dns"]) as rec:
+        time.sleep(1.1)  # the slot is registered again within a second of the next span
+        with tracer.start_as_current_span("later") as span:
+            socket.getaddrinfo("localhost", 82, type=socket.SOCK_STREAM)
+            ctx = span.get_span_context()
+            t = threading.Thread(target=untraced)
+            t.start()
+            t.join()
+    provider.shutdown()
+    rows = {r["tid"]: r for r in rec.rows("dns") if r["pid"] == os.getpid() and r["detail"] == "localhost"}
+    assert rows[threading.get_native_id()]["trace_id"] == f"{ctx.trace_id:032x}"
+    assert rows[seen["tid"]]["trace_id"] is None
+
+
 HOG = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass\n"
 SLEEPER = ("import time\nend = time.monotonic() + {s}\n"
            "while time.monotonic() < end: time.sleep(0.001)\n")
@@ -249,7 +279,7 @@ def test_page_cache_over_a_memory_limit_is_recorded_as_reclaim(recording):
 
 
 def test_recorder_over_its_overhead_limit_sheds_load_and_says_so(recording):
-    with recording(["runqueue", "dns"], safety={"max_overhead_pct": 0.0001}) as rec:
+    with recording(["runqueue", "dns"], safety={"max_overhead_pct": 0.0001, "bpf_run_time": True}) as rec:
         time.sleep(4.5)  # three samples over the limit → the first step
     manifest = json.loads((rec.run_dir / "manifest.json").read_text())
     actions = manifest["safety"]["actions"]
