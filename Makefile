@@ -82,10 +82,12 @@ test-unit: venv
 
 # benchmarks print figures; run them on a quiet machine
 bench: setup
+	$(PY) -m pip install -qq -e '.[test,bench]'
 	$(PY) bench/drain.py
 	$(PY) bench/drain.py --pipeline
 	$(PY) bench/stamping_cost.py
 	$(PY) bench/overhead.py
+	$(PY) bench/correlate_throughput.py
 
 # nightly-smoke and weekly-full: the CI partitions of the lab
 include mk/ci.mk
