@@ -81,7 +81,7 @@ class ResourceMonitor:
     def _read(self, events: int) -> tuple:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         run_ns = runs = 0
-        for p in self.probes.values():
+        for p in self.probes.values() if self.bpf_stats else ():  # all zero while the stats are off
             ns, cnt = p.run_stats()
             run_ns, runs = run_ns + ns, runs + cnt
         return time.monotonic(), ru.ru_utime, ru.ru_stime, run_ns, runs, events
