@@ -34,11 +34,13 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except SloError as exc:
             from rich.console import Console
+            from rich.markup import escape
 
             err = Console(stderr=True, highlight=False)
-            err.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+            # paths and column types are data, never markup
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
             if exc.hint:
-                err.print(f"  {exc.hint}", soft_wrap=True)
+                err.print(f"  {exc.hint}", soft_wrap=True, markup=False)
             sys.exit(ExitCode.USER)
 
 
@@ -78,6 +80,7 @@ def sql(query: str | None, runs_paths: tuple[Path, ...], fmt: str, output: Path 
     """
     import duckdb
     from rich.console import Console
+    from rich.markup import escape
 
     from analyze.session import open_runs
     from analyze.export import write_result
@@ -86,10 +89,10 @@ def sql(query: str | None, runs_paths: tuple[Path, ...], fmt: str, output: Path 
         from analyze import queries
 
         query = queries.load(named)
-    runs = open_runs(list(runs_paths), skip_bad=skip_bad)
+    runs = open_runs(list(runs_paths), skip_bad=skip_bad, offer_skip_bad=True)
     err = Console(stderr=True, highlight=False)
     for s in runs.skipped:
-        err.print(f"[yellow]skipped:[/] {s}", soft_wrap=True)
+        err.print(f"[yellow]skipped:[/] {escape(s)}", soft_wrap=True)
     if query is None:
         _shell(runs.con)
         return

@@ -111,7 +111,7 @@ def _hive(path: Path) -> dict[str, str]:
 def _open(paths, skip_bad: bool):
     from analyze.session import open_runs
 
-    return open_runs([Path(p) for p in paths], skip_bad=skip_bad)
+    return open_runs([Path(p) for p in paths], skip_bad=skip_bad, offer_skip_bad=True)
 
 
 def _has_hive_columns(con, view: str) -> bool:
@@ -442,6 +442,11 @@ def compare_tags(paths, tags: list[str] | None = None, *, profile: str | None = 
     for r in (r for rs in chosen.values() for r in rs):
         r.values["detection_delay_s"] = None
     scores, attribution = _score_tags(chosen, config, notes)
+    for t, rs in chosen.items():  # missing data: cannot judge, say which runs
+        if t not in scores and all(v is None for r in rs for v in r.values.values()):
+            named = ", ".join(str(r.path) for r in rs[:3]) + (f" and {len(rs) - 3} more" if len(rs) > 3 else "")
+            raise DataError(f"tag {t!r}: nothing to compare: its runs hold no requests or recorder resources "
+                            f"({named})", "record those runs again, or compare other tags")
 
     tag_runs = [TagRuns(t, used_profile, len(rs), dict(sorted(Counter(r.scenario for r in rs).items())))
                 for t, rs in chosen.items()]

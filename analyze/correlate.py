@@ -159,6 +159,11 @@ def correlate_run(run_dir: Path, window_ms: int = DEFAULT_WINDOW_MS) -> Correlat
                         "pass a folder that holds manifest.json, or use correlate() for a runs root")
     runs = open_runs([run_dir])
     try:
+        if runs.con.execute("SELECT count(*) FROM kernel_events").fetchone()[0] == 0:
+            raise DataError(f"{run_dir}: nothing to correlate: no kernel events recorded "
+                            "(kernel_events/*.parquet holds no rows)",
+                            "no signal attached, or the cgroup filter matched nothing: see capability "
+                            "and counters in its manifest.json; or leave that run out")
         prepare(runs.con, window_ms)
         out = {file: queries.run(runs.con, name) for file, name in OUTPUTS.items()}
     finally:

@@ -59,6 +59,7 @@ import numpy as np
 
 from analyze.attribution import DOMAINS, UNKNOWN, Model, RunEvidence, attribute_evidence, collect_run, fit
 from analyze.slo import RunInfo
+from capture.errors import DataError
 
 NONE = "none"
 SEED = 42
@@ -537,6 +538,10 @@ def score_runs(paths, config: Mapping, *, model: Model | None = None, seed: int 
             notes.append(f"{run_dir}: run id {ev.info.run_id} seen twice, left out")
             continue
         evidence[ev.info.run_id] = ev
+    if not evidence:
+        raise DataError(f"nothing to score: no labelled run (with labels.parquet) under "
+                        f"{', '.join(str(p) for p in paths)}",
+                        "score lab runs: 'slocap lab run' writes labels.parquet beside each run")
     infos = [ev.info for ev in evidence.values()]
     if model is None:
         train, test = split_runs(infos, seed, train_fraction)

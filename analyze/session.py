@@ -31,6 +31,15 @@ TABLES = {
 }
 
 
+# the runs view: one row per manifest
+RUNS = pa.schema([
+    ("run_id", pa.string()), ("tag", pa.string()), ("scenario", pa.string()), ("seed", pa.int64()),
+    ("profile", pa.string()), ("mode", pa.string()), ("complete", pa.bool_()), ("stop_reason", pa.string()),
+    ("started_at", pa.string()), ("duration_s", pa.float64()), ("git_sha", pa.string()), ("node", pa.string()),
+    ("counters", pa.string()), ("path", pa.string()),
+])
+
+
 @dataclass
 class Runs:
     con: duckdb.DuckDBPyConnection
@@ -39,55 +48,186 @@ class Runs:
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
+    """Every run directory at or below each path; each path must hold at least one."""
     found: list[Path] = []
     for p in paths:
         if not p.exists():
             raise DataError(f"{p} does not exist", "pass a run directory or a runs root")
         if (p / MANIFEST).is_file():
             found.append(p)
-        else:
-            found.extend(sorted(m.parent for m in p.rglob(MANIFEST)))
+            continue
+        if not p.is_dir():
+            raise DataError(f"{p} is a file, not a run directory",
+                            f"pass the folder that holds {MANIFEST}, or a runs root above it")
+        below = sorted(m.parent for m in p.rglob(MANIFEST) if m.is_file())
+        if not below:
+            if _looks_like_run(p):
+                raise DataError(f"{p}: no {MANIFEST}, so not a whole run directory",
+                                f"slocap writes {MANIFEST} when recording starts; restore it, or remove that folder")
+            raise DataError(f"no run directory (with {MANIFEST}) under {p}",
+                            "record one with 'slocap record --out DIR'")
+        found.extend(below)
     if not found:
-        raise DataError(f"no run directory (with {MANIFEST}) under {', '.join(map(str, paths))}",
-                        "record one with 'slocap record --out DIR'")
+        raise DataError(f"no run directory (with {MANIFEST}) given", "pass a run directory or a runs root")
     return found
 
 
+def _looks_like_run(p: Path) -> bool:
+    """A folder named run=... or holding a run's data files (but no manifest)."""
+    return p.name.startswith("run=") or any(
+        any(p.glob(pattern)) for _, pattern in TABLES.values())
+
+
+def _never(t: pa.DataType) -> bool:
+    return False
+
+
+# view types are newer than the oldest pyarrow the project allows
+_TEXT = (pa.types.is_string, pa.types.is_large_string, getattr(pa.types, "is_string_view", _never))
+_LIST = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list,
+         getattr(pa.types, "is_list_view", _never), getattr(pa.types, "is_large_list_view", _never))
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return any(is_(t) for is_ in _TEXT)
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return any(is_(t) for is_ in _LIST)
+
+
+def stands_for(have: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a column of type `have` can be read as the schema's `want`: the same type or a
+    safe widening (any integer for an integer, an integer or float for a float, any string
+    encoding, timestamps of any unit); field names inside lists and maps do not matter."""
+    if pa.types.is_dictionary(have):
+        have = have.value_type
+    if pa.types.is_null(have):  # every value null: stands for anything
+        return True
+    if pa.types.is_integer(want):
+        return pa.types.is_integer(have)
+    if pa.types.is_floating(want):
+        return pa.types.is_floating(have) or pa.types.is_integer(have) or pa.types.is_decimal(have)
+    if _is_text(want):
+        return _is_text(have)
+    if pa.types.is_timestamp(want):
+        return pa.types.is_timestamp(have)
+    if _is_list(want):
+        return _is_list(have) and stands_for(have.value_type, want.value_type)
+    if pa.types.is_map(want):
+        return (pa.types.is_map(have) and stands_for(have.key_type, want.key_type)
+                and stands_for(have.item_type, want.item_type))
+    if pa.types.is_struct(want):
+        return pa.types.is_struct(have) and all(
+            have.get_field_index(f.name) >= 0 and stands_for(have.field(f.name).type, f.type) for f in want)
+    return have.equals(want)
+
+
 def _check_parquet(path: Path, schema: pa.Schema) -> str | None:
-    """None when the file is readable and has every column of the table."""
+    """None when the file is readable and has every column of the table, each of a type
+    that stands for the schema's; else what is wrong, naming the columns."""
     try:
         have = pq.read_schema(path)
     except Exception as exc:  # pyarrow raises several types for a damaged file
         return f"not readable Parquet ({exc})"
+    problems = []
     missing = [f.name for f in schema if f.name not in have.names]
-    return f"missing column(s) {', '.join(missing)}" if missing else None
+    if missing:
+        problems.append(f"missing column(s) {', '.join(missing)}")
+    for f in schema:
+        if f.name in have.names:
+            actual = have.field(f.name).type
+            if not stands_for(actual, f.type):
+                problems.append(f"column {f.name} is {actual}, expected {f.type}")
+    return "; ".join(problems) or None
 
 
-def _manifest_row(run_dir: Path) -> dict:
-    m = json.loads((run_dir / MANIFEST).read_text())
+# manifest fields the analyzer reads -> the JSON types that may stand there (null always may)
+_MANIFEST_FIELDS: dict[str, tuple[str, ...]] = {
+    "run_id": ("string",), "tag": ("string",), "scenario": ("string",), "profile": ("string",),
+    "node": ("string",), "stop_reason": ("string",), "started_at": ("string",), "git_sha": ("string",),
+    "seed": ("integer",), "complete": ("boolean",), "duration_s": ("number",),
+    "capability": ("object",), "capability.mode": ("string",), "capability.signals": ("object",),
+    "phases": ("object",), "host": ("object",), "host.hostname": ("string",),
+}
+
+
+def _json_type(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(v), type(v).__name__)
+
+
+def _manifest_problem(m) -> str | None:
+    """None when the fields the analyzer reads have usable types; else the first bad field."""
+    if not isinstance(m, dict):
+        return f"not a JSON object but {_json_type(m)}"
+    for name, accepted in _MANIFEST_FIELDS.items():
+        parent, _, key = name.rpartition(".")
+        holder = m.get(parent) if parent else m
+        if not isinstance(holder, dict) or holder.get(key) is None:
+            continue
+        have = _json_type(holder[key])
+        if have not in accepted and not (have == "integer" and "number" in accepted):
+            return f"field {name} is {have}, expected {' or '.join(accepted)}"
+    for key, value in (m.get("phases") or {}).items():
+        if _json_type(value) not in ("integer", "number"):
+            return f"field phases.{key} is {_json_type(value)}, expected number (seconds)"
+    for key, value in ((m.get("capability") or {}).get("signals") or {}).items():
+        if not isinstance(value, dict):
+            return f"field capability.signals.{key} is {_json_type(value)}, expected object"
+    return None
+
+
+def read_manifest(run_dir: Path, hint: str = "fix or remove that run") -> dict:
+    """The run's manifest.json, with the fields the analyzer reads checked; DataError naming
+    the file (and field) when it cannot be read or holds the wrong types."""
+    path = Path(run_dir) / MANIFEST
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}", hint) from None
+    problem = _manifest_problem(m)
+    if problem is not None:
+        raise DataError(f"{path}: {problem}", hint)
+    return m
+
+
+def _manifest_row(run_dir: Path, hint: str) -> dict:
+    m = read_manifest(run_dir, hint)
     return {
         "run_id": m.get("run_id"), "tag": m.get("tag"), "scenario": m.get("scenario"),
         "seed": m.get("seed"), "profile": m.get("profile"),
         "mode": (m.get("capability") or {}).get("mode"),
         "complete": m.get("complete"), "stop_reason": m.get("stop_reason"),
-        "started_at": m.get("started_at"), "duration_s": m.get("duration_s"),
+        "started_at": m.get("started_at"),
+        "duration_s": None if m.get("duration_s") is None else float(m["duration_s"]),
         "git_sha": m.get("git_sha"), "node": m.get("node"),
         "counters": json.dumps(m.get("counters")), "path": str(run_dir),
     }
 
 
-def open_runs(paths: list[Path], *, skip_bad: bool = False) -> Runs:
+def open_runs(paths: list[Path], *, skip_bad: bool = False, offer_skip_bad: bool = False) -> Runs:
+    """Views over every run below `paths`. A damaged manifest or Parquet file raises
+    DataError naming it, unless `skip_bad` (then it is left out and listed in `skipped`);
+    `offer_skip_bad`: the caller has a --skip-bad option, so the hint mentions it."""
     runs = Runs(duckdb.connect(), find_runs([Path(p) for p in paths]))
+    or_skip = ", or pass --skip-bad to open the rest" if offer_skip_bad else ""
     rows = []
     for run_dir in runs.run_dirs:
         try:
-            rows.append(_manifest_row(run_dir))
-        except (OSError, ValueError) as exc:
+            rows.append(_manifest_row(run_dir, f"fix or remove that run{or_skip}"))
+        except DataError as exc:
             if not skip_bad:
-                raise DataError(f"{run_dir / MANIFEST}: cannot read: {exc}",
-                                "fix or remove that run, or pass --skip-bad") from None
-            runs.skipped.append(f"{run_dir / MANIFEST}: {exc}")
-    runs.con.from_arrow(pa.Table.from_pylist(rows)).create_view("runs")
+                raise
+            runs.skipped.append(exc.message)
+    runs.con.from_arrow(pa.Table.from_pylist(rows, schema=RUNS)).create_view("runs")
     for table, (schema, pattern) in TABLES.items():
         files = []
         for run_dir in runs.run_dirs:
@@ -98,7 +238,7 @@ def open_runs(paths: list[Path], *, skip_bad: bool = False) -> Runs:
                 elif skip_bad:
                     runs.skipped.append(f"{f}: {problem}")
                 else:
-                    raise DataError(f"{f}: {problem}", "remove or repair that file, or pass --skip-bad to open the rest")
+                    raise DataError(f"{f}: {problem}", f"remove or repair that file{or_skip}")
         if files:
             runs.con.read_parquet(files, hive_partitioning=True, union_by_name=True).create_view(table)
         else:  # an empty table with the right columns, so queries still run

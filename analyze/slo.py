@@ -41,7 +41,6 @@ the run. The scaling goes into every output (`BurnScaling.to_dict`).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -255,13 +254,10 @@ class RunInfo:
 
     @classmethod
     def read(cls, run_dir: Path) -> RunInfo:
-        from capture.manifest import MANIFEST
+        from analyze.session import read_manifest
 
         run_dir = Path(run_dir)
-        try:
-            m = json.loads((run_dir / MANIFEST).read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{run_dir / MANIFEST}: cannot read: {exc}", "fix or remove that run") from None
+        m = read_manifest(run_dir)  # DataError naming the file (and field) when damaged
         cap = m.get("capability") or {}
         signals = {name: bool(s.get("attached")) for name, s in (cap.get("signals") or {}).items()}
         phases = m.get("phases") or {}
@@ -399,8 +395,9 @@ def evaluate_con(con, info: RunInfo, config: Mapping, budget: float | None = Non
     budget = default_budget(config) if budget is None else check_budget(budget)
     table = queries.run(con, "slo_requests")
     if table.num_rows == 0:
-        raise DataError(f"{info.run_dir}: no requests recorded",
-                        "SLOs are measured on requests/*.parquet, which the load generator writes")
+        raise DataError(f"{info.run_dir}: nothing to analyze: no requests recorded (requests/*.parquet holds no rows)",
+                        "SLOs are measured on requests/*.parquet, which the load generator writes; "
+                        "leave that run out")
     cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
     for sli in SLIS:
         cols[sli] = np.array([np.nan if v is None else v for v in cols[sli]], dtype=float)

@@ -1,0 +1,312 @@
+"""Bad input for every sloan command that reads runs: a one-line error naming the file
+(and column or field), no traceback. Exit 1 for sql, correlate, slo, attribute, score and
+report; 2 (cannot judge) for compare, gate and repro, the release commands' CI convention."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from analyze.cli import main
+from analyze.session import TABLES, _check_parquet, stands_for
+from capture import schema as S
+from capture.spans import SPANS
+from tests.analyze.fixtures_runs import make_run
+
+USER, CANNOT_JUDGE = 1, 2
+EXIT = {"sql": USER, "correlate": USER, "slo": USER, "attribute": USER, "score": USER, "report": USER,
+        "repro": CANNOT_JUDGE, "compare": CANNOT_JUDGE, "gate": CANNOT_JUDGE}
+COMMANDS = list(EXIT)
+DATASET = Path(__file__).resolve().parents[2] / "datasets" / "labeled"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    """Hand-made runs r1 and good, made once; each test works on a copy (make_run is slow)."""
+    root = tmp_path_factory.mktemp("pristine")
+    make_run(root, "r1")
+    make_run(root, "good")
+    make_run(root / "unlabelled", "r1", labels=False)
+    return root
+
+
+def _copy(pristine: Path, tmp_path: Path, run_id: str = "r1", source: Path | None = None) -> Path:
+    """A copy of a pristine run under tmp_path/runs; returns its run directory."""
+    rel = Path("tag=main") / "scenario=dns_latency" / f"run={run_id}"
+    shutil.copytree((source or pristine) / rel, tmp_path / "runs" / rel)
+    return tmp_path / "runs" / rel
+
+
+def _args(command: str, path: Path, tmp_path: Path) -> list[str]:
+    p = str(path)
+    return {
+        "sql": ["sql", "SELECT count(*) FROM requests", "--runs", p],
+        "correlate": ["correlate", p],
+        "slo": ["slo", p],
+        "attribute": ["attribute", p],
+        "score": ["score", p, "--resamples", "100"],
+        "report": ["report", p, "-o", str(tmp_path / "report.md")],
+        "repro": ["repro", p],
+        "compare": ["compare", "main", "next", "--runs", p, "--resamples", "100"],
+        "gate": ["gate", "--runs", p, "--base", "main", "--candidate", "next", "--resamples", "100"],
+    }[command]
+
+
+def _sloan(command: str, path: Path, tmp_path: Path):
+    return CliRunner().invoke(main, _args(command, path, tmp_path))
+
+
+def _set_column(path: Path, name: str, array_of) -> None:
+    table = pq.read_table(path)
+    i = table.schema.get_field_index(name)
+    pq.write_table(table.set_column(i, name, array_of(table.column(i))), path)
+
+
+def _edit_manifest(run_dir: Path, **fields) -> None:
+    m = json.loads((run_dir / "manifest.json").read_text())
+    (run_dir / "manifest.json").write_text(json.dumps({**m, **fields}))
+
+
+# each bad input: (run directory) -> (path to pass, file named, what the message says)
+def _wrong_type(run_dir):
+    f = run_dir / "requests" / "part-00000.parquet"
+    _set_column(f, "ttft_ms", lambda c: c.cast(pa.string()))
+    return run_dir, f, "column ttft_ms is string, expected double"
+
+
+def _wrong_type_ts(run_dir):
+    f = run_dir / "kernel_events" / "part-00000.parquet"
+    _set_column(f, "ts_ns", lambda c: c.cast(pa.string()))
+    return run_dir, f, "column ts_ns is string, expected int64"
+
+
+def _missing_column(run_dir):
+    f = run_dir / "requests" / "part-00000.parquet"
+    pq.write_table(pq.read_table(f).drop_columns(["ttft_ms"]), f)
+    return run_dir, f, "missing column(s) ttft_ms"
+
+
+def _labels_missing_column(run_dir):
+    f = run_dir / "labels.parquet"
+    pq.write_table(pq.read_table(f).drop_columns(["start_ns"]), f)
+    return run_dir, f, "missing column(s) start_ns"
+
+
+def _labels_wrong_type(run_dir):
+    f = run_dir / "labels.parquet"
+    _set_column(f, "end_ns", lambda c: c.cast(pa.float64(), safe=False))
+    return run_dir, f, "column end_ns is double, expected int64"
+
+
+def _not_parquet(run_dir):
+    f = run_dir / "spans" / "part-00000.parquet"
+    f.write_bytes(b"PAR1 cut short")
+    return run_dir, f, "not readable Parquet"
+
+
+def _manifest_not_json(run_dir):
+    f = run_dir / "manifest.json"
+    f.write_text('{"run_id": "r1", ')
+    return run_dir, f, "cannot read"
+
+
+def _manifest_not_an_object(run_dir):
+    f = run_dir / "manifest.json"
+    f.write_text("[]")
+    return run_dir, f, "not a JSON object but array"
+
+
+def _manifest_wrong_field(run_dir):
+    _edit_manifest(run_dir, phases={"baseline": "12s"})
+    return run_dir, run_dir / "manifest.json", "field phases.baseline is string, expected number"
+
+
+def _manifest_wrong_capability(run_dir):
+    _edit_manifest(run_dir, capability="core_full")
+    return run_dir, run_dir / "manifest.json", "field capability is string, expected object"
+
+
+def _no_manifest(run_dir):
+    (run_dir / "manifest.json").unlink()
+    return run_dir, run_dir, "no manifest.json, so not a whole run directory"
+
+
+def _unknown_path(run_dir):
+    nope = run_dir.parent / "run=nope"
+    return nope, nope, "does not exist"
+
+
+def _a_file(run_dir):
+    f = run_dir / "requests" / "part-00000.parquet"
+    return f, f, "is a file, not a run directory"
+
+
+BAD = {f.__name__.lstrip("_"): f for f in (
+    _wrong_type, _wrong_type_ts, _missing_column, _labels_missing_column, _labels_wrong_type, _not_parquet,
+    _manifest_not_json, _manifest_not_an_object, _manifest_wrong_field, _manifest_wrong_capability,
+    _no_manifest, _unknown_path, _a_file)}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("kind", list(BAD))
+def test_bad_input_is_one_line_naming_the_file(pristine, tmp_path, command, kind):
+    run_dir = _copy(pristine, tmp_path)
+    path, named, says = BAD[kind](run_dir)
+    r = _sloan(command, path, tmp_path)
+    assert r.exit_code == EXIT[command], r.output
+    assert "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    first = r.output.splitlines()[0]
+    assert first.startswith(f"error: {named}"), r.output
+    assert says in first, r.output
+    assert len(r.output.splitlines()) == 2  # the error, then the fix
+
+
+def _empty(run_dir: Path, *, zero_rows: bool) -> None:
+    """A run whose manifest exists but whose data holds nothing: no files, or files of 0 rows."""
+    for sub, schema in (("requests", S.REQUESTS), ("spans", SPANS), ("kernel_events", S.KERNEL_EVENTS)):
+        shutil.rmtree(run_dir / sub)
+        if zero_rows:
+            (run_dir / sub).mkdir()
+            pq.write_table(schema.empty_table(), run_dir / sub / "part-00000.parquet")
+
+
+@pytest.mark.parametrize("command", ["correlate", "slo", "attribute", "score", "report"])
+@pytest.mark.parametrize("zero_rows", [False, True], ids=["no-files", "zero-rows"])
+def test_empty_run_says_which_run_has_nothing_to_analyze(pristine, tmp_path, command, zero_rows):
+    good = _copy(pristine, tmp_path, "good")
+    run_dir = _copy(pristine, tmp_path)
+    _empty(run_dir, zero_rows=zero_rows)
+    for path in (run_dir, tmp_path / "runs"):  # alone, and beside a good run
+        r = _sloan(command, path, tmp_path)
+        assert r.exit_code == 1, r.output
+        assert "Traceback" not in r.output
+        first = r.output.splitlines()[0]
+        assert first.startswith(f"error: {run_dir}: nothing to "), r.output
+        assert ("no kernel events recorded" if command == "correlate" else "no requests recorded") in first
+    assert good.is_dir()
+
+
+@pytest.mark.parametrize("command", ["score", "report"])
+def test_no_labelled_run_is_nothing_to_score(pristine, tmp_path, command):
+    run_dir = _copy(pristine, tmp_path, source=pristine / "unlabelled")
+    r = _sloan(command, run_dir, tmp_path)
+    assert r.exit_code == 1, r.output
+    assert r.output.splitlines()[0] == f"error: nothing to score: no labelled run (with labels.parquet) under {run_dir}"
+
+
+def test_sql_on_an_empty_run_still_runs(pristine, tmp_path):
+    run_dir = _copy(pristine, tmp_path)
+    _empty(run_dir, zero_rows=False)
+    r = CliRunner().invoke(main, ["sql", "SELECT count(*) AS n FROM requests", "--runs", str(run_dir),
+                                  "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == ['"n"', "0"]
+
+
+@pytest.mark.parametrize("command", ["repro", "compare", "gate"])
+def test_release_commands_on_empty_runs_cannot_judge(pristine, tmp_path, command):
+    for tag in ("main", "next"):
+        run_dir = _copy(pristine, tmp_path / tag)
+        _edit_manifest(run_dir, tag=tag)
+        _empty(run_dir, zero_rows=True)
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        run_dir.parents[1].rename(tmp_path / "runs" / f"tag={tag}")
+    r = _sloan(command, tmp_path / "runs", tmp_path)
+    assert r.exit_code == CANNOT_JUDGE, r.output
+    assert "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    first = r.output.splitlines()[0]
+    assert first.startswith("error: ") and str(tmp_path / "runs") in first, r.output
+    if command != "repro":
+        assert "nothing to compare" in first and "run=r1" in first
+
+
+def test_other_commands_point_at_skip_bad_only_where_it_exists(pristine, tmp_path):
+    run_dir = _copy(pristine, tmp_path)
+    _wrong_type(run_dir)
+    assert "--skip-bad" in _sloan("sql", run_dir, tmp_path).output
+    assert "--skip-bad" in _sloan("compare", run_dir, tmp_path).output
+    assert "--skip-bad" not in _sloan("slo", run_dir, tmp_path).output
+    r = CliRunner().invoke(main, ["sql", "SELECT count(*) AS n FROM requests", "--runs", str(tmp_path / "runs"),
+                                  "--skip-bad", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    assert "skipped:" in r.output and "column ttft_ms is string, expected double" in r.output
+    assert r.output.splitlines()[-1] == "0"
+
+
+def test_safe_widenings_still_open(pristine, tmp_path):
+    """What other writers produce for the same data: narrower or wider ints, float32,
+    large or dictionary strings, list/map fields named otherwise, all-null columns."""
+    run_dir = _copy(pristine, tmp_path)
+    req = run_dir / "requests" / "part-00000.parquet"
+    _set_column(req, "ttft_ms", lambda c: c.cast(pa.float32()))
+    _set_column(req, "e2e_ms", lambda c: pc.round(c).cast(pa.int64()))
+    _set_column(req, "attempts", lambda c: c.cast(pa.int64()))
+    _set_column(req, "scheduled_ns", lambda c: c.cast(pa.uint64()))
+    _set_column(req, "status", lambda c: c.cast(pa.large_string()))
+    _set_column(req, "phase", lambda c: c.dictionary_encode())
+    _set_column(req, "itl_ms", lambda c: c.cast(pa.large_list(pa.field("element", pa.float32()))))
+    _set_column(req, "error", lambda c: pa.nulls(len(c)))
+    ev = run_dir / "kernel_events" / "part-00000.parquet"
+    _set_column(ev, "pid", lambda c: c.cast(pa.int64()))
+    _set_column(ev, "signal", lambda c: c.dictionary_encode())
+    for f in (req, ev):
+        assert _check_parquet(f, TABLES[f.parent.name][0]) is None
+    for command in ("slo", "correlate"):
+        r = _sloan(command, run_dir, tmp_path)
+        assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize(("have", "want", "ok"), [
+    (pa.int32(), pa.int64(), True),
+    (pa.int64(), pa.int32(), True),
+    (pa.uint32(), pa.int64(), True),
+    (pa.float32(), pa.float64(), True),
+    (pa.int64(), pa.float64(), True),
+    (pa.large_string(), pa.string(), True),
+    *([(pa.string_view(), pa.string(), True)] if hasattr(pa, "string_view") else []),
+    (pa.dictionary(pa.int32(), pa.string()), pa.string(), True),
+    (pa.null(), pa.int64(), True),
+    (pa.timestamp("us"), pa.timestamp("ns"), True),
+    (pa.list_(pa.field("element", pa.int32())), pa.list_(pa.int64()), True),
+    (pa.map_(pa.large_string(), pa.string()), pa.map_(pa.string(), pa.string()), True),
+    (pa.string(), pa.float64(), False),
+    (pa.string(), pa.int64(), False),
+    (pa.float64(), pa.int64(), False),
+    (pa.timestamp("ns"), pa.int64(), False),
+    (pa.binary(), pa.string(), False),
+    (pa.int64(), pa.string(), False),
+    (pa.bool_(), pa.int32(), False),
+    (pa.list_(pa.string()), pa.list_(pa.float64()), False),
+    (pa.float64(), pa.list_(pa.float64()), False),
+    (pa.dictionary(pa.int32(), pa.string()), pa.int64(), False),
+])
+def test_which_types_stand_for_the_schemas(have, want, ok):
+    assert stands_for(have, want) is ok
+
+
+def test_committed_dataset_passes_the_check():
+    if not DATASET.is_dir():
+        pytest.skip(f"no dataset committed at {DATASET}")
+    files = 0
+    for table, (schema, pattern) in TABLES.items():
+        for f in DATASET.glob(f"tag=*/scenario=*/run=*/{pattern}"):
+            assert _check_parquet(f, schema) is None, f
+            files += 1
+    assert files > 0
+
+
+@pytest.mark.parametrize("command", ["slo", "compare"])
+def test_paths_that_look_like_markup_are_printed_as_they_are(tmp_path, command):
+    odd = tmp_path / "runs[bold]" / "a[" / "b]"  # '[/b]' across two folders: a closing tag to rich
+    r = _sloan(command, odd, tmp_path)
+    assert r.exit_code == EXIT[command], r.output
+    assert r.output.splitlines()[0] == f"error: {odd} does not exist"
