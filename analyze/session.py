@@ -218,6 +218,7 @@ def open_runs(paths: list[Path], *, skip_bad: bool = False, offer_skip_bad: bool
     DataError naming it, unless `skip_bad` (then it is left out and listed in `skipped`);
     `offer_skip_bad`: the caller has a --skip-bad option, so the hint mentions it."""
     runs = Runs(duckdb.connect(), find_runs([Path(p) for p in paths]))
+    runs.con.execute("SET enable_progress_bar = false")  # DuckDB draws it on stdout, inside --json output
     or_skip = ", or pass --skip-bad to open the rest" if offer_skip_bad else ""
     rows = []
     for run_dir in runs.run_dirs:

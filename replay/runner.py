@@ -258,20 +258,39 @@ def run_lab(opts: LabOptions, on_progress: Callable[[LabProgress], None] | None 
             for scenario in opts.scenarios for rep in range(1, opts.reps + 1)]
 
 
-def stop_orphan_recorders() -> list[str]:
-    """SIGINT to `slocap record` processes of a lab whose runner was killed (they
-    record the lab's cgroup, which cleanup removes); each finalizes its run as cut."""
-    stopped = []
+def _orphan_recorder_pids() -> list[int]:
+    pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             argv = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
         if b"record" in argv and any(a.startswith(b"/sys/fs/cgroup/unified/slo-lab-") for a in argv):
-            pid = int(cmdline.parent.name)
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def stop_orphan_recorders(grace_s: float = 30.0) -> list[str]:
+    """Stops `slocap record` processes of a lab whose runner was killed (they record
+    the lab's cgroup, which cleanup removes): SIGINT, so each finalizes its run as
+    cut; SIGKILL for any still there after `grace_s` (its finished parts stay valid)."""
+    pids = _orphan_recorder_pids()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.1)
+    stopped = []
+    for pid in pids:
+        how = "stopped"
+        if Path(f"/proc/{pid}").exists():
             try:
-                os.kill(pid, signal.SIGINT)
-                stopped.append(f"slocap record (pid {pid})")
+                os.kill(pid, signal.SIGKILL)
+                how = f"killed after {grace_s:g} s"
             except ProcessLookupError:
                 pass
+        stopped.append(f"slocap record (pid {pid}) {how}")
     return stopped

@@ -53,3 +53,15 @@ def test_a_killed_run_leaves_what_cleanup_removes(tmp_path):
     done = subprocess.run([SLOCAP, "lab", "cleanup"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert _lab_leftovers() == []
+    assert _recorders_of_lab(95) == [], "cleanup must stop the killed run's recorder"
+
+
+def _recorders_of_lab(index: int) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if f"/sys/fs/cgroup/unified/slo-lab-{index}".encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return pids
