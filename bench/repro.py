@@ -21,7 +21,9 @@ from analyze.repro import CV_GATE, fault_ttft_p95  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenarios", default="dns_latency,tcp_loss,cpu_contention")
+    ap.add_argument("--scenarios", default="dns_latency,tcp_loss,cpu_contention",
+                    help="comma-separated scenario names, or 'all' (every fault, baseline and mixed)")
+    ap.add_argument("--tag", default="repro", help="tag of the recorded runs (default repro)")
     ap.add_argument("--reruns", type=int, default=3)
     ap.add_argument("--profile", default="smoke", choices=["smoke", "full"])
     ap.add_argument("--out", type=Path, default=Path("runs/repro"))
@@ -32,7 +34,10 @@ def main() -> None:
         from capture.config import load_config
         from replay.runner import LabOptions, run_lab
 
-        opts = LabOptions(scenarios=a.scenarios.split(","), reps=a.reruns, tag="repro", profile=a.profile,
+        from replay.runner import scenario_names
+
+        scenarios = scenario_names() if a.scenarios == "all" else a.scenarios.split(",")
+        opts = LabOptions(scenarios=scenarios, reps=a.reruns, tag=a.tag, profile=a.profile,
                           runs_root=a.out, config=load_config())
         for run in run_lab(opts, lambda p: print(f"\r{p.scenario} {p.rep}/{p.reps} {p.phase:9} "
                                                  f"{p.requests_done}/{p.requests_total}", end="",

@@ -398,7 +398,7 @@ SCENARIOS: dict[str, Factory] = {
     # the dns server prints `admin HOST:PORT` after `ready` (its DNS port)
     "dns_latency": _admin("dns_latency", "network_dns", "dns", lambda p: {"kind": "delay", "ms": p["ms"]},
                           {"ms": 300}, line="admin"),
-    "tcp_loss": _drops("tcp_loss", syn_only=False, every=20),
+    "tcp_loss": _drops("tcp_loss", syn_only=False, every=5),
     "connect_stall": _drops("connect_stall", syn_only=True, every=2),
     # the backend serves HTTPS only, /admin/fault included
     "tls_slowdown": _admin("tls_slowdown", "network_egress", "backend",
