@@ -35,6 +35,25 @@ static __always_inline bool in_target(void)
 	return !filter_cgroup || bpf_current_task_under_cgroup(&target_cgroup, 0) == 1;
 }
 
+/* the same directory by id and depth below the cgroup-v2 root, for a task that
+ * is not the current one (the task woken up, the task switched to) */
+const volatile __u64 target_cgroup_id = 0;
+const volatile __u32 target_cgroup_level = 0;
+
+static __always_inline bool task_in_target(struct task_struct *t)
+{
+	struct cgroup *cg, *ancestor;
+
+	if (!filter_cgroup)
+		return true;
+	cg = BPF_CORE_READ(t, cgroups, dfl_cgrp);
+	if (!cg || BPF_CORE_READ(cg, level) < (int)target_cgroup_level)
+		return false;
+	if (bpf_core_read(&ancestor, sizeof(ancestor), &cg->ancestors[target_cgroup_level & 255]))
+		return false;
+	return BPF_CORE_READ(ancestor, kn, id) == target_cgroup_id;
+}
+
 /* tunables user space changes while recording, to shed load (never written
  * by the programs, so a read-modify-write from user space is safe) */
 __u32 sample_shift SEC(".data.tune") = 0;	/* keep 1 event in 2^shift */

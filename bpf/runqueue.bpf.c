@@ -56,8 +56,12 @@ static __always_inline void record_delay(struct task_struct *next, struct task_s
 
 static __always_inline void mark_btf(struct task_struct *p)
 {
-	__u64 *ts = bpf_task_storage_get(&wakeup_ts, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	__u64 *ts;
 
+	/* with --cgroup, other tasks get no storage: their switches end at the lookup */
+	if (!task_in_target(p))
+		return;
+	ts = bpf_task_storage_get(&wakeup_ts, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (ts)
 		*ts = bpf_ktime_get_ns();
 }
@@ -100,8 +104,11 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 static __always_inline void mark_raw(struct task_struct *p)
 {
 	__u32 tid = BPF_CORE_READ(p, pid);
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now;
 
+	if (!task_in_target(p))
+		return;
+	now = bpf_ktime_get_ns();
 	bpf_map_update_elem(&wakeup_by_tid, &tid, &now, BPF_ANY);
 }
 

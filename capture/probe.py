@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from capture.bpfobj import BpfObject
 from capture.errors import CaptureError
 from capture.hist import HistReader
+from capture.pods import cgroup2_mount
 from capture.ringbuf import RingReader
 from capture import libraries
 from capture.signals import LIBC, Signal
@@ -17,6 +19,17 @@ from capture.signals import LIBC, Signal
 log = logging.getLogger(__name__)
 
 VARIANTS = ("auto", "tp_btf", "raw_tp")
+
+
+def cgroup_identity(fd: int) -> tuple[int, int]:
+    """(id, depth below the cgroup-v2 root) of the cgroup-v2 directory open as `fd`:
+    the id is the directory's inode number, the depth its number of path parts."""
+    path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+    root = cgroup2_mount()
+    if root is None or not path.is_relative_to(root):
+        raise CaptureError(f"{path} is not in the cgroup-v2 hierarchy ({root or 'not mounted'})",
+                           "pass a cgroup-v2 directory, e.g. /sys/fs/cgroup/unified/<name>")
+    return os.fstat(fd).st_ino, len(path.relative_to(root).parts)
 
 
 class LoadedSignal:
@@ -61,7 +74,9 @@ class LoadedSignal:
                     self.obj.set_autoload(hook.fallback, use_fallback)
             self.obj.resize_map("events", ring_bytes)
             if self.cgroup_fd is not None:
-                settings = {**settings, "filter_cgroup": 1}
+                cg_id, cg_level = cgroup_identity(self.cgroup_fd)
+                settings = {**settings, "filter_cgroup": 1, "target_cgroup_id": cg_id,
+                            "target_cgroup_level": cg_level}
             self.obj.set_rodata(wakeup_bytes=wakeup_bytes, **settings)
             self.obj.load()
             if self.cgroup_fd is not None:

@@ -1,7 +1,12 @@
 """The committed labelled dataset: lab runs compacted to one zstd-19 part per
-table, so a smoke set of every scenario fits in a few MB of git.
+table, so a smoke set of every scenario fits in about 20 MB of git.
 
-    python -m replay.dataset compact RUNS_ROOT datasets/labeled
+    python -m replay.dataset compact RUNS_ROOT datasets/labeled [--mixed-reps 1]
+
+Rows and values are kept as recorded; only the layout changes: each table is
+sorted (spans by trace, so a trace's ids repeat next to each other), time
+columns are delta-encoded, floats byte-stream-split, and unique ids are stored
+plainly instead of in a dictionary that would only repeat them.
 """
 
 from __future__ import annotations
@@ -16,17 +21,21 @@ import pyarrow.parquet as pq
 
 from capture.manifest import MANIFEST
 
-# table → the time column it is sorted by; sorted times delta-encode well
-TABLES = {"kernel_events": "ts_ns", "kernel_hist": "ts_ns", "spans": "start_ns",
-          "requests": "scheduled_ns", "resources": "ts_ns"}
+# table → the columns it is sorted by; sorted times delta-encode well
+TABLES = {"kernel_events": ("ts_ns",), "kernel_hist": ("ts_ns",), "spans": ("trace_id", "start_ns"),
+          "requests": ("scheduled_ns",), "resources": ("ts_ns",)}
+UNIQUE_IDS = {"span_id", "parent_span_id", "request_id"}  # a dictionary of them only repeats them
 
 
-def _write(table: pa.Table, path: Path, sort_key: str) -> None:
-    table = table.sort_by(sort_key)
+def _write(table: pa.Table, path: Path, sort_keys: tuple[str, ...]) -> None:
+    table = table.sort_by([(k, "ascending") for k in sort_keys])
     delta = [f.name for f in table.schema if pa.types.is_integer(f.type) and f.name.endswith("_ns")]
+    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+    plain = set(delta) | set(floats) | UNIQUE_IDS
     pq.write_table(table, path, compression="zstd", compression_level=19,
-                   use_dictionary=[n for n in table.column_names if n not in delta],
-                   column_encoding={n: "DELTA_BINARY_PACKED" for n in delta})
+                   use_dictionary=[n for n in table.column_names if n not in plain],
+                   column_encoding={**{n: "DELTA_BINARY_PACKED" for n in delta},
+                                    **{n: "BYTE_STREAM_SPLIT" for n in floats}})
 
 
 def compact_run(src: Path, dst: Path) -> int:
@@ -34,12 +43,12 @@ def compact_run(src: Path, dst: Path) -> int:
     dst.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((src / MANIFEST).read_text())
     files = {}
-    for table, sort_key in TABLES.items():
+    for table, sort_keys in TABLES.items():
         parts = sorted((src / table).glob("part-*.parquet"))
         if not parts:
             continue
         (dst / table).mkdir(exist_ok=True)
-        _write(pa.concat_tables(pq.read_table(p) for p in parts), dst / table / "part-00000.parquet", sort_key)
+        _write(pa.concat_tables(pq.read_table(p) for p in parts), dst / table / "part-00000.parquet", sort_keys)
         files[table] = ["part-00000.parquet"]
     manifest["files"] = files
     (dst / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -48,9 +57,26 @@ def compact_run(src: Path, dst: Path) -> int:
     return sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
 
 
-def compact(root: Path, out: Path) -> tuple[int, int]:
-    """Every run under `root` (hive layout) into `out`, keeping tag=/scenario=/run=."""
+def select_runs(root: Path, mixed_reps: int | None = None) -> list[Path]:
+    """Every run under `root` (hive layout), in order; of each mixed scenario
+    (a name with '+') only the first `mixed_reps` runs when given."""
     runs = sorted(m.parent for m in root.rglob(MANIFEST))
+    if mixed_reps is None:
+        return runs
+    kept, seen = [], {}
+    for run in runs:
+        scenario = run.parent.name
+        if "+" in scenario:
+            seen[scenario] = seen.get(scenario, 0) + 1
+            if seen[scenario] > mixed_reps:
+                continue
+        kept.append(run)
+    return kept
+
+
+def compact(root: Path, out: Path, mixed_reps: int | None = None) -> tuple[int, int]:
+    """The selected runs under `root` into `out`, keeping tag=/scenario=/run=."""
+    runs = select_runs(root, mixed_reps)
     total = sum(compact_run(run, out / run.relative_to(root)) for run in runs)
     return len(runs), total
 
@@ -61,8 +87,10 @@ def main() -> None:
     c = sub.add_parser("compact", help="compact runs into the dataset folder")
     c.add_argument("root", type=Path)
     c.add_argument("out", type=Path)
+    c.add_argument("--mixed-reps", type=int, default=None, metavar="N",
+                   help="keep only the first N runs of each mixed scenario (default: all)")
     a = ap.parse_args()
-    n, size = compact(a.root, a.out)
+    n, size = compact(a.root, a.out, a.mixed_reps)
     print(f"{n} runs, {size / 1e6:.1f} MB in {a.out}")
 
 

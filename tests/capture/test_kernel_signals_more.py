@@ -338,3 +338,30 @@ def test_cgroup_filter_keeps_only_tasks_under_the_directory(recording):
     rows = rec.rows("dns")
     assert rows, "the child's lookup under the cgroup was not recorded"
     assert {r["cgroup_id"] for r in rows} == {inode}
+
+
+def test_cgroup_filter_keeps_runqueue_to_tasks_under_the_directory(recording):
+    # the woken task is rarely the current one: the filter reads its cgroup's ancestors
+    parent = _cgroup("slo-test-rq-filter")
+    inside, outside = _cgroup("slo-test-rq-filter/pod"), _cgroup("slo-test-rq-outside")
+    procs = []
+    try:
+        with recording(["runqueue"], cgroup=parent, hist_slice_ms=500) as rec:
+            procs = [_start_in(inside, HOG.format(s=2)) for _ in range(3)]
+            procs += [_start_in(outside, HOG.format(s=2)) for _ in range(3)]
+            for p in procs:
+                p.wait(30)
+        inside_id, outside_id = inside.stat().st_ino, outside.stat().st_ino
+    finally:
+        for p in procs:
+            p.kill()
+        inside.rmdir()
+        parent.rmdir()
+        outside.rmdir()
+    import duckdb
+
+    ids = {r[0] for r in duckdb.sql(f"""
+        SELECT DISTINCT cgroup_id FROM read_parquet('{rec.run_dir}/kernel_hist/*.parquet')
+        WHERE signal = 'runqueue' AND kind = 'cgroup'""").fetchall()}
+    assert inside_id in ids
+    assert outside_id not in ids
