@@ -16,18 +16,13 @@ struct {
 	__type(value, __u64);
 } last_steal SEC(".maps");
 
-static __always_inline int on_switch(struct task_struct *prev, struct task_struct *next)
+/* the steal clock's growth on this CPU since the last switch, charged to the
+ * CPU and to `prev` (its tgid and cgroup id come from the caller) */
+static __always_inline int charge(__u64 steal, __u32 prev_tgid, __u64 prev_cgid)
 {
-	/* no runqueues ksym here: reach this CPU's rq through a task's cfs_rq */
-	struct cfs_rq *cfs = BPF_CORE_READ(next, se.cfs_rq);
 	__u32 zero = 0;
-	__u64 steal, *last, now, delta;
+	__u64 *last, now, delta;
 
-	if (!cfs)
-		cfs = BPF_CORE_READ(prev, se.cfs_rq);
-	if (!cfs)
-		return 0;
-	steal = BPF_CORE_READ(cfs, rq, prev_steal_time_rq);
 	last = bpf_map_lookup_elem(&last_steal, &zero);
 	if (!last)
 		return 0;
@@ -37,19 +32,32 @@ static __always_inline int on_switch(struct task_struct *prev, struct task_struc
 		return 0;
 	now = bpf_ktime_get_ns();
 	hist_add(now, HIST_CPU, bpf_get_smp_processor_id(), delta);
-	hist_add(now, HIST_PID, BPF_CORE_READ(prev, tgid), delta);
-	hist_add(now, HIST_CGROUP, task_cgroup_id(prev), delta);
+	hist_add(now, HIST_PID, prev_tgid, delta);
+	hist_add(now, HIST_CGROUP, prev_cgid, delta);
 	return 0;
 }
 
+/* no runqueues ksym here: reach this CPU's rq through a task's cfs_rq */
 SEC("tp_btf/sched_switch")
 int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-	return on_switch(prev, next);
+	struct cfs_rq *cfs = next->se.cfs_rq;   /* direct loads: cheaper than probe reads */
+
+	if (!cfs)
+		cfs = prev->se.cfs_rq;
+	if (!cfs)
+		return 0;
+	return charge(cfs->rq->prev_steal_time_rq, prev->tgid, prev->cgroups->dfl_cgrp->kn->id);
 }
 
 SEC("raw_tp/sched_switch")
 int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-	return on_switch(prev, next);
+	struct cfs_rq *cfs = BPF_CORE_READ(next, se.cfs_rq);
+
+	if (!cfs)
+		cfs = BPF_CORE_READ(prev, se.cfs_rq);
+	if (!cfs)
+		return 0;
+	return charge(BPF_CORE_READ(cfs, rq, prev_steal_time_rq), BPF_CORE_READ(prev, tgid), task_cgroup_id(prev));
 }

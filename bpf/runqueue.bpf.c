@@ -26,11 +26,11 @@ struct {
 	__type(value, __u64);
 } wakeup_by_tid SEC(".maps");
 
+/* tgid and cgroup id of `next` come from the caller: tp_btf reads them
+ * directly, raw_tp through probe reads */
 static __always_inline void record_delay(struct task_struct *next, struct task_struct *prev,
-					 __u64 now, __u64 delay)
+					 __u64 now, __u64 delay, __u32 tgid, __u64 cgid)
 {
-	__u32 tgid = BPF_CORE_READ(next, tgid);
-	__u64 cgid = task_cgroup_id(next);
 	struct runqueue_event *e;
 
 	hist_add(now, HIST_PID, tgid, delay);
@@ -54,12 +54,28 @@ static __always_inline void record_delay(struct task_struct *next, struct task_s
 
 /* -- tp_btf: task-local storage -------------------------------------- */
 
+/* task_in_target() with direct loads where BTF allows them (cheaper than
+ * probe reads); the ancestor at a variable index still needs one */
+static __always_inline bool task_in_target_btf(struct task_struct *p)
+{
+	struct cgroup *cg, *ancestor;
+
+	if (!filter_cgroup)
+		return true;
+	cg = p->cgroups->dfl_cgrp;
+	if (!cg || cg->level < (int)target_cgroup_level)
+		return false;
+	if (bpf_core_read(&ancestor, sizeof(ancestor), &cg->ancestors[target_cgroup_level & 255]))
+		return false;
+	return BPF_CORE_READ(ancestor, kn, id) == target_cgroup_id;
+}
+
 static __always_inline void mark_btf(struct task_struct *p)
 {
 	__u64 *ts;
 
 	/* with --cgroup, other tasks get no storage: their switches end at the lookup */
-	if (!task_in_target(p))
+	if (!task_in_target_btf(p))
 		return;
 	ts = bpf_task_storage_get(&wakeup_ts, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (ts)
@@ -87,14 +103,14 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 	__u64 *ts;
 
 	/* preempted while runnable: it waits again from now */
-	if (BPF_CORE_READ(prev, __state) == TASK_RUNNING && prev->pid)
+	if (prev->__state == TASK_RUNNING && prev->pid)
 		mark_btf(prev);
 	if (!next->pid)
 		return 0;
 	ts = bpf_task_storage_get(&wakeup_ts, next, 0, 0);
 	if (!ts || !*ts)
 		return 0;
-	record_delay(next, prev, now, now - *ts);
+	record_delay(next, prev, now, now - *ts, next->tgid, next->cgroups->dfl_cgrp->kn->id);
 	*ts = 0;
 	return 0;
 }
@@ -140,7 +156,7 @@ int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev, struct ta
 	ts = bpf_map_lookup_elem(&wakeup_by_tid, &tid);
 	if (!ts)
 		return 0;
-	record_delay(next, prev, now, now - *ts);
+	record_delay(next, prev, now, now - *ts, BPF_CORE_READ(next, tgid), task_cgroup_id(next));
 	bpf_map_delete_elem(&wakeup_by_tid, &tid);
 	return 0;
 }

@@ -177,11 +177,12 @@ def _start_in(cgroup: Path, code: str) -> subprocess.Popen:
                              f"open('{cgroup}/cgroup.procs','w').write('0')\n" + code])
 
 
-def test_cpu_hogs_in_one_cgroup_wait_longer_than_an_idle_control(recording):
+@pytest.mark.parametrize("variant", ["tp_btf", "raw_tp"])
+def test_cpu_hogs_in_one_cgroup_wait_longer_than_an_idle_control(recording, variant):
     busy, idle = _cgroup("slo-test-busy"), _cgroup("slo-test-idle")
     procs = []
     try:
-        with recording(["runqueue"], hist_slice_ms=500, runqueue_min_delay_ns=5_000_000) as rec:
+        with recording(["runqueue"], variant=variant, hist_slice_ms=500, runqueue_min_delay_ns=5_000_000) as rec:
             procs = [_start_in(busy, HOG.format(s=3)) for _ in range(4)]
             procs.append(_start_in(idle, SLEEPER.format(s=3)))
             for p in procs:
@@ -206,13 +207,14 @@ def test_cpu_hogs_in_one_cgroup_wait_longer_than_an_idle_control(recording):
     assert any(r["cgroup_id"] == busy_id and r["value_ns"] >= 5_000_000 for r in rec.rows("runqueue"))
 
 
-def test_cpu_steal_rows_are_consistent_with_proc_stat(recording):
+@pytest.mark.parametrize("variant", ["tp_btf", "raw_tp"])
+def test_cpu_steal_rows_are_consistent_with_proc_stat(recording, variant):
     def proc_steal_ns() -> int:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()
         return int(fields[8]) * 10_000_000  # USER_HZ is 100: 10 ms ticks
 
     before = proc_steal_ns()
-    with recording(["cpu_steal"], hist_slice_ms=500) as rec:
+    with recording(["cpu_steal"], variant=variant, hist_slice_ms=500) as rec:
         procs = [subprocess.Popen(["python3", "-c", HOG.format(s=2)]) for _ in range(3)]
         for p in procs:
             p.wait(30)
@@ -340,13 +342,14 @@ def test_cgroup_filter_keeps_only_tasks_under_the_directory(recording):
     assert {r["cgroup_id"] for r in rows} == {inode}
 
 
-def test_cgroup_filter_keeps_runqueue_to_tasks_under_the_directory(recording):
+@pytest.mark.parametrize("variant", ["tp_btf", "raw_tp"])
+def test_cgroup_filter_keeps_runqueue_to_tasks_under_the_directory(recording, variant):
     # the woken task is rarely the current one: the filter reads its cgroup's ancestors
     parent = _cgroup("slo-test-rq-filter")
     inside, outside = _cgroup("slo-test-rq-filter/pod"), _cgroup("slo-test-rq-outside")
     procs = []
     try:
-        with recording(["runqueue"], cgroup=parent, hist_slice_ms=500) as rec:
+        with recording(["runqueue"], cgroup=parent, variant=variant, hist_slice_ms=500) as rec:
             procs = [_start_in(inside, HOG.format(s=2)) for _ in range(3)]
             procs += [_start_in(outside, HOG.format(s=2)) for _ in range(3)]
             for p in procs:
