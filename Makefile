@@ -64,15 +64,17 @@ demo: setup
 	$(VENV)/bin/sloan sql --named phase_summary --runs runs/tag=demo
 	$(VENV)/bin/sloan correlate runs/tag=demo
 
-# The committed labelled set: every scenario twice (smoke), compacted. REPS=10
-# and OUT=... give a larger set (not committed) for non-exploratory figures.
+# The committed labelled set: every fault and the baseline twice, each mixed
+# pair once (smoke), compacted to about 20 MB. REPS=10 MIXED_REPS=10
+# DATASET=... give a larger set (not committed) for non-exploratory figures.
 REPS ?= 2
+MIXED_REPS ?= 1
 DATASET ?= datasets/labeled
 dataset: setup
 	rm -rf build/dataset-runs
 	$(VENV)/bin/slocap lab run --scenario all --reps $(REPS) --tag main --profile smoke --out build/dataset-runs
 	rm -rf $(DATASET)/tag=*
-	$(PY) -m replay.dataset compact build/dataset-runs $(DATASET)
+	$(PY) -m replay.dataset compact build/dataset-runs $(DATASET) --reps $(REPS) --mixed-reps $(MIXED_REPS)
 
 test: setup
 	$(VENV)/bin/pytest

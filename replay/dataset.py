@@ -1,7 +1,7 @@
 """The committed labelled dataset: lab runs compacted to one zstd-19 part per
 table, so a smoke set of every scenario fits in about 20 MB of git.
 
-    python -m replay.dataset compact RUNS_ROOT datasets/labeled [--mixed-reps 1]
+    python -m replay.dataset compact RUNS_ROOT datasets/labeled [--reps 2] [--mixed-reps 1]
 
 Rows and values are kept as recorded; only the layout changes: each table is
 sorted (spans by trace, so a trace's ids repeat next to each other), time
@@ -57,26 +57,23 @@ def compact_run(src: Path, dst: Path) -> int:
     return sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
 
 
-def select_runs(root: Path, mixed_reps: int | None = None) -> list[Path]:
-    """Every run under `root` (hive layout), in order; of each mixed scenario
-    (a name with '+') only the first `mixed_reps` runs when given."""
-    runs = sorted(m.parent for m in root.rglob(MANIFEST))
-    if mixed_reps is None:
-        return runs
+def select_runs(root: Path, reps: int | None = None, mixed_reps: int | None = None) -> list[Path]:
+    """Every run under `root` (hive layout), in order (run ids start with their
+    time); only the first `reps` of each scenario and `mixed_reps` of each mixed
+    one (a name with '+') when given."""
     kept, seen = [], {}
-    for run in runs:
+    for run in sorted(m.parent for m in root.rglob(MANIFEST)):
         scenario = run.parent.name
-        if "+" in scenario:
-            seen[scenario] = seen.get(scenario, 0) + 1
-            if seen[scenario] > mixed_reps:
-                continue
-        kept.append(run)
+        limit = mixed_reps if "+" in scenario and mixed_reps is not None else reps
+        seen[scenario] = seen.get(scenario, 0) + 1
+        if limit is None or seen[scenario] <= limit:
+            kept.append(run)
     return kept
 
 
-def compact(root: Path, out: Path, mixed_reps: int | None = None) -> tuple[int, int]:
+def compact(root: Path, out: Path, reps: int | None = None, mixed_reps: int | None = None) -> tuple[int, int]:
     """The selected runs under `root` into `out`, keeping tag=/scenario=/run=."""
-    runs = select_runs(root, mixed_reps)
+    runs = select_runs(root, reps, mixed_reps)
     total = sum(compact_run(run, out / run.relative_to(root)) for run in runs)
     return len(runs), total
 
@@ -87,10 +84,12 @@ def main() -> None:
     c = sub.add_parser("compact", help="compact runs into the dataset folder")
     c.add_argument("root", type=Path)
     c.add_argument("out", type=Path)
+    c.add_argument("--reps", type=int, default=None, metavar="N",
+                   help="keep only the first N runs of each scenario (default: all)")
     c.add_argument("--mixed-reps", type=int, default=None, metavar="N",
-                   help="keep only the first N runs of each mixed scenario (default: all)")
+                   help="keep only the first N runs of each mixed scenario (default: as --reps)")
     a = ap.parse_args()
-    n, size = compact(a.root, a.out, a.mixed_reps)
+    n, size = compact(a.root, a.out, a.reps, a.mixed_reps)
     print(f"{n} runs, {size / 1e6:.1f} MB in {a.out}")
 
 
