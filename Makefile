@@ -34,7 +34,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -qq -e '.[test]'
+	$(PY) -m pip install -qq -e '.[test,bench]'  # bench: pandas, the correlation benchmark's peer (tested too)
 	@touch $@
 
 # vmlinux.h is generated from this host's BTF, not committed: CO-RE relocations
@@ -84,7 +84,6 @@ test-unit: venv
 
 # benchmarks print figures; run them on a quiet machine
 bench: setup
-	$(PY) -m pip install -qq -e '.[test,bench]'
 	$(PY) bench/drain.py
 	$(PY) bench/drain.py --pipeline
 	$(PY) bench/stamping_cost.py
