@@ -262,7 +262,10 @@ def lab_run(scenarios: tuple[str, ...], reps: int, tag: str, profile: str, out: 
     opts = LabOptions(scenarios=names, reps=reps, tag=tag, profile=profile, runs_root=out,
                       config=load_config(config_path), seed=seed, lab_index=lab_index)
     check_host("core")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C
+    # SIGTERM unwinds like Ctrl-C; SIGINT too even when started with it ignored
+    # (a background job of a non-interactive shell), so the lab is always torn down
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     console = Console(stderr=True, highlight=False)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, disable=not console.is_terminal)

@@ -19,9 +19,11 @@ SLOCAP = str(Path(sys.executable).parent / "slocap")
 
 def _start(tmp_path: Path, index: int) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / "runs"
+    # started with SIGINT ignored, as a background job of a script is: Ctrl-C must still work
     proc = subprocess.Popen([SLOCAP, "lab", "run", "--scenario", "dns_latency", "--tag", "ci", "--profile", "smoke",
                              "--out", str(out), "--lab-index", str(index)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.monotonic() + 60
     while not list(out.glob("tag=ci/scenario=dns_latency/run=*/requests")):
         assert proc.poll() is None, proc.stderr.read()
@@ -35,7 +37,7 @@ def test_ctrl_c_mid_run_cleans_the_lab_and_marks_the_run_cut(tmp_path):
     proc, out = _start(tmp_path, 94)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 1, stderr
     assert "interrupted" in stderr
     manifest = json.loads(next(out.glob("tag=ci/scenario=dns_latency/run=*/manifest.json")).read_text())
     assert manifest["complete"] is False
