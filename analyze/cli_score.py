@@ -37,14 +37,23 @@ def _console():
     return Console(highlight=False)
 
 
-def _write_lines(docs, output: Path) -> int:
-    """JSON lines to a file, or stdout for '-'; returns how many."""
-    n = 0
+def _emit_lines(docs, output: Path, what: str) -> bool:
+    """JSON lines to a file (saying so on stderr), or to stdout for '-'; True when they
+    went to stdout, which then holds nothing else."""
     if str(output) == "-":
         for doc in docs:
             click.echo(json.dumps(doc))
-            n += 1
-        return n
+        return True
+    n = 0
+    try:
+        with open(output, "w") as fh:
+            for doc in docs:
+                fh.write(json.dumps(doc) + "\n")
+                n += 1
+    except OSError as exc:
+        raise SloError(f"cannot write {output}: {exc.strerror}", "pass a writable path, or - for stdout") from None
+    click.echo(f"wrote {n:,} {what} to {output}", err=True)
+    return False
     try:
         with open(output, "w") as fh:
             for doc in docs:
@@ -86,11 +95,8 @@ def slo(runs_paths, config_path, budget, as_json, output) -> None:
     from analyze.slo import SLIS, evaluate
 
     result = evaluate(list(runs_paths), _config(config_path), budget)
-    if output is not None:
-        n = _write_lines((e for r in result.runs for e in r.events()), output)
-        if str(output) == "-":
-            return
-        click.echo(f"wrote {n:,} v1 SLO events to {output}", err=True)
+    if output is not None and _emit_lines((e for r in result.runs for e in r.events()), output, "v1 SLO events"):
+        return
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -148,11 +154,8 @@ def attribute(runs_paths, config_path, budget, as_json, model_path, output) -> N
 
     model = Model.load(model_path) if model_path else None
     result = run_attribution(list(runs_paths), _config(config_path), model, budget=budget)
-    if output is not None:
-        n = _write_lines(result.documents(), output)
-        if str(output) == "-":
-            return
-        click.echo(f"wrote {n:,} v1 incident attributions to {output}", err=True)
+    if output is not None and _emit_lines(result.documents(), output, "v1 incident attributions"):
+        return
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import jsonschema
 import pyarrow as pa
 import pyarrow.parquet as pq
+from jsonschema.exceptions import best_match
 
+from capture import manifest as capture_manifest
 from capture.errors import DataError
 from capture.manifest import MANIFEST
 from capture.safety import RESOURCES
@@ -142,47 +145,41 @@ def _check_parquet(path: Path, schema: pa.Schema) -> str | None:
     return "; ".join(problems) or None
 
 
-# manifest fields the analyzer reads -> the JSON types that may stand there (null always may)
-_MANIFEST_FIELDS: dict[str, tuple[str, ...]] = {
-    "run_id": ("string",), "tag": ("string",), "scenario": ("string",), "profile": ("string",),
-    "node": ("string",), "stop_reason": ("string",), "started_at": ("string",), "git_sha": ("string",),
-    "seed": ("integer",), "complete": ("boolean",), "duration_s": ("number",),
-    "capability": ("object",), "capability.mode": ("string",), "capability.signals": ("object",),
-    "phases": ("object",), "host": ("object",), "host.hostname": ("string",),
+def _nullable(t: str, **more) -> dict:
+    return {"type": [t, "null"], **more}
+
+
+# the manifest fields the analyzer reads and the JSON types that may stand there
+MANIFEST_SCHEMA = {
+    "type": "object",
+    "properties": {
+        **{k: _nullable("string") for k in ("run_id", "tag", "scenario", "profile", "node", "stop_reason",
+                                            "started_at", "git_sha")},
+        "seed": _nullable("integer"), "complete": _nullable("boolean"), "duration_s": _nullable("number"),
+        "capability": _nullable("object", properties={
+            "mode": _nullable("string"), "signals": _nullable("object", additionalProperties={"type": "object"})}),
+        "phases": _nullable("object", additionalProperties={"type": "number", "description": "seconds"}),
+        "host": _nullable("object", properties={"hostname": _nullable("string")}),
+    },
 }
-
-
-def _json_type(v) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int):
-        return "integer"
-    if isinstance(v, float):
-        return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(v), type(v).__name__)
+_MANIFEST_VALIDATOR = jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
+_JSON_TYPES = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string",
+               list: "array", dict: "object"}
 
 
 def _manifest_problem(m) -> str | None:
-    """None when the fields the analyzer reads have usable types; else the first bad field."""
-    if not isinstance(m, dict):
-        return f"not a JSON object but {_json_type(m)}"
-    for name, accepted in _MANIFEST_FIELDS.items():
-        parent, _, key = name.rpartition(".")
-        holder = m.get(parent) if parent else m
-        if not isinstance(holder, dict) or holder.get(key) is None:
-            continue
-        have = _json_type(holder[key])
-        if have not in accepted and not (have == "integer" and "number" in accepted):
-            return f"field {name} is {have}, expected {' or '.join(accepted)}"
-    for key, value in (m.get("phases") or {}).items():
-        if _json_type(value) not in ("integer", "number"):
-            return f"field phases.{key} is {_json_type(value)}, expected number (seconds)"
-    for key, value in ((m.get("capability") or {}).get("signals") or {}).items():
-        if not isinstance(value, dict):
-            return f"field capability.signals.{key} is {_json_type(value)}, expected object"
-    return None
+    """None when the fields the analyzer reads have usable types; else the bad field."""
+    error = best_match(_MANIFEST_VALIDATOR.iter_errors(m))
+    if error is None:
+        return None
+    have = _JSON_TYPES.get(type(error.instance), type(error.instance).__name__)
+    if not error.absolute_path:
+        return f"not a JSON object but {have}"
+    expected = [t for t in ([error.validator_value] if isinstance(error.validator_value, str)
+                            else error.validator_value) if t != "null"]
+    unit = f" ({error.schema['description']})" if "description" in error.schema else ""
+    field = ".".join(map(str, error.absolute_path))
+    return f"field {field} is {have}, expected {' or '.join(expected)}{unit}"
 
 
 def read_manifest(run_dir: Path, hint: str = "fix or remove that run") -> dict:
@@ -190,7 +187,7 @@ def read_manifest(run_dir: Path, hint: str = "fix or remove that run") -> dict:
     the file (and field) when it cannot be read or holds the wrong types."""
     path = Path(run_dir) / MANIFEST
     try:
-        m = json.loads(path.read_text())
+        m = capture_manifest.read_manifest(Path(run_dir))
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read: {exc}", hint) from None
     problem = _manifest_problem(m)
