@@ -45,6 +45,12 @@ build/vmlinux.h:
 
 bpf: $(BPF_OBJ) capture/_trace/libslotrace.so
 
+# BCC degraded mode (kernels without BTF): python3-bpfcc and a kernel header
+# tree unpacked once under /var/cache/slocap/bcc-headers; /lib/modules is not
+# touched. The BCC tests run in CI, so a set-up that stops doing this fails there.
+bcc: deb
+	./capture/bcc_setup.sh >/dev/null
+
 # the marker library traced processes call; slocap reads the slot it registers
 capture/_trace/libslotrace.so: capture/_trace/slotrace.c
 	$(CC) -shared -fPIC -O2 -Wall -Werror -o $@ $<
