@@ -13,7 +13,7 @@ BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -I build -I bpf
 
-.PHONY: setup deb tracefs venv bpf bcc demo dataset test test-unit bench clean
+.PHONY: setup deb tracefs venv bpf bcc wheel demo dataset test test-unit bench clean
 
 setup: deb tracefs venv bpf bcc
 
@@ -34,7 +34,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -qq -e '.[test,bench]'  # bench: pandas, the correlation benchmark's peer (tested too)
+	$(PY) -m pip install -qq -e '.[test,bench,release]'  # bench and release are tested too
 	@touch $@
 
 # vmlinux.h is generated from this host's BTF, not committed: CO-RE relocations
@@ -58,6 +58,13 @@ capture/_trace/libslotrace.so: capture/_trace/slotrace.c
 $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c bpf/%.h $(wildcard bpf/*.h) build/vmlinux.h
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# wheel and sdist in $(DIST): the probes and the trace library are built first,
+# since the wheel carries them (tagged linux_x86_64 for that reason)
+DIST ?= dist
+wheel: venv bpf
+	rm -f $(DIST)/llm_slo_ebpf_toolkit-*
+	$(PY) -m build --outdir $(DIST) .
 
 # The nightly subset of the incident lab, one smoke rep each (about 3-4 min):
 # real faults (slow DNS, packet loss, CPU contention) under seeded load with
@@ -98,6 +105,8 @@ bench: setup
 
 # nightly-smoke and weekly-full: the CI partitions of the lab
 include mk/ci.mk
+# make release, verify-release: signed release artifacts in dist/
+include mk/release.mk
 
 clean:
 	rm -rf build $(BPF_OUT) capture/_trace/libslotrace.so

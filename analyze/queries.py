@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from pathlib import Path
 
 from capture.errors import SloError
+from runfmt import SQL_DIR
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 _NAME = re.compile(r"^[a-z0-9_]+$")
 
 

@@ -1,3 +1,5 @@
 """slocap: the recorder. Loads CO-RE eBPF probes and writes run directories."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("llm-slo-ebpf-toolkit")

@@ -41,7 +41,8 @@ log = logging.getLogger("capture.bcc")
 
 BCC_PACKAGE = Path("/usr/lib/python3/dist-packages/bcc")
 HEADERS_CACHE = Path("/var/cache/slocap/bcc-headers/current")  # made by capture/bcc_setup.sh
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+# bpf/ of the repository, linked into the package as _bpf_src (its headers and bcc/)
+BPF_DIR = Path(__file__).resolve().parent / "_bpf_src"
 SOURCE_DIR = BPF_DIR / "bcc"
 PRELUDE = "ring.c"
 # the kernel's own headers, where BCC looks when BCC_KERNEL_SOURCE is unset

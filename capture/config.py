@@ -12,8 +12,8 @@ import jsonschema
 from jsonschema.exceptions import best_match
 
 from capture.errors import ConfigError
+from runfmt import CONFIG_DIR
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 SCHEMA_PATH = CONFIG_DIR / "toolkit.schema.json"
 DEFAULTS_PATH = CONFIG_DIR / "defaults.json"
 

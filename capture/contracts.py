@@ -7,15 +7,13 @@ import functools
 import json
 import numbers
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 from jsonschema.exceptions import best_match
 
 from capture.errors import DataError
-
-CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "docs" / "contracts"
+from runfmt import CONTRACTS_DIR
 
 # Names double as paths under CONTRACTS_DIR, so only these may be opened.
 CONTRACTS = ("v1/incident-attribution", "v1/slo-event", "v1alpha1/probe-event")

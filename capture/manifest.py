@@ -16,6 +16,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_sha() -> str | None:
+    """The checkout's commit; None for an installed wheel (no checkout around it)."""
+    if not (REPO_ROOT / ".git").exists():
+        return None
     done = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
                           capture_output=True, text=True)
     return done.stdout.strip() if done.returncode == 0 else None

@@ -250,6 +250,8 @@ with open(sys.argv[2], 'wb') as f:
 """
 
 
+# the kernel may write back without a reclaim stall for this writer
+@pytest.mark.may_skip_in_ci
 def test_page_cache_over_a_memory_limit_is_recorded_as_reclaim(recording):
     if not (MEMCG / "memory.limit_in_bytes").exists():
         pytest.skip("no cgroup-v1 memory controller at /sys/fs/cgroup/memory to set a limit with")
