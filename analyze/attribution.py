@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 
 from analyze.slo import RunInfo, RunSlo, SloWindow, Workload, evaluate_con, rfc3339
-from capture.errors import ConfigError
+from runfmt.errors import ConfigError
 
 DOMAINS = ("network_dns", "network_egress", "cpu_throttle", "memory_pressure", "provider_throttle",
            "provider_error", "retrieval_backend")
@@ -386,7 +386,8 @@ def collect_run(run_dir: Path, config: Mapping, *, budget: float | None = None, 
     temp tables corr_events / corr_best are there)."""
     import pyarrow as pa
 
-    from analyze import correlate, queries
+    from analyze import correlate
+    from runfmt import queries
     from analyze.session import open_runs
 
     info = RunInfo.read(run_dir)
@@ -434,7 +435,7 @@ class RunAttribution:
         return self.evidence.info
 
     def documents(self, validate: bool = True) -> list[dict]:
-        from capture.contracts import validate as check
+        from runfmt.contracts import validate as check
 
         docs = []
         for wa in self.windows:

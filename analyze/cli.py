@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from capture.errors import ExitCode, SloError
+from runfmt.errors import ExitCode, SloError
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -82,11 +82,11 @@ def sql(query: str | None, runs_paths: tuple[Path, ...], fmt: str, output: Path 
     from rich.console import Console
     from rich.markup import escape
 
-    from analyze.session import open_runs
     from analyze.export import write_result
+    from analyze.session import open_runs
 
     if named is not None:
-        from analyze import queries
+        from runfmt import queries
 
         query = queries.load(named)
     runs = open_runs(list(runs_paths), skip_bad=skip_bad, offer_skip_bad=True)
@@ -166,7 +166,7 @@ def correlate(runs_paths: tuple[Path, ...], window_ms: int | None, config_path: 
 
     from analyze.correlate import CONFIDENCE, ENRICH_MIN_CONFIDENCE, TIERS
     from analyze.correlate import correlate as run_correlation
-    from capture.config import load_config
+    from runfmt.config import load_config
 
     if window_ms is None:
         window_ms = load_config(config_path)["correlation"]["window_ms"]

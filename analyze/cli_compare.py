@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from capture.errors import ExitCode, SloError
+from runfmt.errors import ExitCode, SloError
 
 # 2 = cannot judge: what CI must not read as pass (0) or as a regression (1)
 CANNOT_JUDGE = 2
@@ -74,7 +74,7 @@ def _write(path: str | None, text: str) -> None:
 
 
 def _config(path: Path | None) -> dict:
-    from capture.config import load_config
+    from runfmt.config import load_config
 
     return load_config(path)
 

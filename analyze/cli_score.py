@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from capture.errors import SloError
+from runfmt.errors import SloError
 
 _RUNS = click.argument("runs_paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN...")
 _CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -26,7 +26,7 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable o
 
 
 def _config(path: Path | None) -> dict:
-    from capture.config import load_config
+    from runfmt.config import load_config
 
     return load_config(path)
 

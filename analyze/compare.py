@@ -52,9 +52,10 @@ from pathlib import Path
 
 import numpy as np
 
-from analyze import queries, stats
+from analyze import stats
 from analyze.repro import CV_GATE, coefficient_of_variation
-from capture.errors import DataError, SloError
+from runfmt import queries
+from runfmt.errors import DataError, SloError
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def _score_tags(chosen: dict[str, list[RunRecord]], config: dict | None,
     except ImportError as exc:
         return {}, f"unavailable: analyze.scoring cannot be imported ({exc})"
     if config is None:
-        from capture.config import load_config
+        from runfmt.config import load_config
 
         config = load_config()
     results = {}

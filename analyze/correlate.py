@@ -22,8 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analyze import queries
-from capture.errors import ConfigError, DataError
+from runfmt import queries
+from runfmt.errors import ConfigError, DataError
 
 # best tier first; the SQL is the source of truth, this names them for summaries
 TIERS = ("trace_id", "pod_pid", "pod_conn", "service_node")
@@ -189,7 +189,7 @@ def correlate(runs_paths: Iterable[Path], window_ms: int = DEFAULT_WINDOW_MS, wr
               ) -> CorrelationSummary:
     """Correlates every run under `runs_paths`; with `write`, stores the outputs beside each run."""
     from analyze.session import find_runs
-    from capture.writer import write_table_atomic
+    from runfmt.writer import write_table_atomic
 
     check_window(window_ms)
     results = []

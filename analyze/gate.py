@@ -203,7 +203,7 @@ def run_gate(paths, *, base: str, candidate: str, config: dict | None = None,
              profile: str | None = None, scenarios: tuple[str, ...] = (), allow_exploratory: bool = False,
              seed: int = stats.SEED, resamples: int = stats.RESAMPLES, skip_bad: bool = False) -> GateResult:
     """Compare candidate against base over the runs below `paths` and judge it."""
-    from capture.config import load_config
+    from runfmt.config import load_config
 
     if config is None:
         config = load_config()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analyze import queries
 from analyze.session import open_runs
+from runfmt import queries
 
 CV_GATE = 0.10
 

@@ -57,9 +57,17 @@ from typing import Any
 
 import numpy as np
 
-from analyze.attribution import DOMAINS, UNKNOWN, Model, RunEvidence, attribute_evidence, collect_run, fit
+from analyze.attribution import (
+    DOMAINS,
+    UNKNOWN,
+    Model,
+    RunEvidence,
+    attribute_evidence,
+    collect_run,
+    fit,
+)
 from analyze.slo import RunInfo
-from capture.errors import DataError
+from runfmt.errors import DataError
 
 NONE = "none"
 SEED = 42
@@ -292,7 +300,7 @@ def correlation_counts(rows: Sequence[Mapping[str, Any]], expected_tier: str) ->
 
 def _labels_and_truth(con, ev: RunEvidence) -> dict[str, Any]:
     """Runs inside collect_run: the run's labels and its correlation truth counts."""
-    from analyze import queries
+    from runfmt import queries
 
     labels = con.sql("SELECT domain, target, start_ns, end_ns FROM labels ORDER BY start_ns, domain") \
         .to_arrow_table().to_pylist()

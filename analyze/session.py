@@ -16,23 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from jsonschema.exceptions import best_match
 
-from capture import manifest as capture_manifest
-from capture.errors import DataError
-from capture.manifest import MANIFEST
-from capture.safety import RESOURCES
-from capture.schema import KERNEL_EVENTS, KERNEL_HIST, LABELS, REQUESTS
-from capture.spans import SPANS
-
-# view → (schema, files of one run directory that hold it)
-TABLES = {
-    "kernel_events": (KERNEL_EVENTS, "kernel_events/part-*.parquet"),
-    "kernel_hist": (KERNEL_HIST, "kernel_hist/part-*.parquet"),
-    "spans": (SPANS, "spans/part-*.parquet"),
-    "requests": (REQUESTS, "requests/part-*.parquet"),
-    "resources": (RESOURCES, "resources/part-*.parquet"),
-    "labels": (LABELS, "labels.parquet"),
-}
-
+from runfmt import manifest as run_manifest
+from runfmt.errors import DataError
+from runfmt.manifest import MANIFEST
+from runfmt.schema import TABLES
 
 # the runs view: one row per manifest
 RUNS = pa.schema([
@@ -187,7 +174,7 @@ def read_manifest(run_dir: Path, hint: str = "fix or remove that run") -> dict:
     the file (and field) when it cannot be read or holds the wrong types."""
     path = Path(run_dir) / MANIFEST
     try:
-        m = capture_manifest.read_manifest(Path(run_dir))
+        m = run_manifest.read_manifest(Path(run_dir))
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read: {exc}", hint) from None
     problem = _manifest_problem(m)

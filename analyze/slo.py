@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from capture.errors import ConfigError, DataError
+from runfmt.errors import ConfigError, DataError
 
 SLIS = ("ttft_ms", "request_latency_ms", "token_throughput_tps", "error_rate")
 UNITS = {"ttft_ms": "ms", "request_latency_ms": "ms", "token_throughput_tps": "tokens/s",
@@ -101,7 +101,7 @@ class Thresholds:
 def thresholds_from_config(config: Mapping) -> dict[str, Thresholds]:
     slo = config.get("slo") if isinstance(config, Mapping) else None
     if not isinstance(slo, Mapping):
-        raise ConfigError("config has no 'slo' section", "load it with capture.config.load_config()")
+        raise ConfigError("config has no 'slo' section", "load it with runfmt.config.load_config()")
     out = {}
     for sli, key in CONFIG_KEYS.items():
         t = slo.get(key)
@@ -304,7 +304,7 @@ def workload_of(pod: str | None, service: str) -> str:
 
 def entry_workload(con, info: RunInfo) -> Workload:
     """The service that served the requests (sql/slo_entry_service.sql); cluster = node."""
-    from analyze import queries
+    from runfmt import queries
 
     rows = queries.run(con, "slo_entry_service").to_pylist()
     if not rows:
@@ -353,7 +353,7 @@ class RunSlo:
 
     def events(self, validate: bool = True) -> Iterator[dict]:
         """v1 SLO events, one per request and measured SLI (docs/contracts/v1/slo-event)."""
-        from capture.contracts import validate as check
+        from runfmt.contracts import validate as check
 
         r = self.requests
         base_labels = {"run": self.info.run_id, "tag": self.info.tag, "scenario": self.info.scenario}
@@ -389,7 +389,7 @@ def rfc3339(ns: int) -> str:
 
 def evaluate_con(con, info: RunInfo, config: Mapping, budget: float | None = None) -> RunSlo:
     """The SLO view of the one run whose views `con` holds."""
-    from analyze import queries
+    from runfmt import queries
 
     thresholds = thresholds_from_config(config)
     budget = default_budget(config) if budget is None else check_budget(budget)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from analyze import queries
 from analyze.session import open_runs
+from runfmt import queries
 
 
 def events_by_signal(*paths: Path) -> pa.Table:

@@ -29,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from capture import schema as S  # noqa: E402
+from capture import columns as S
 from capture.probe import LoadedSignal  # noqa: E402
 from capture.signals import FLOOD  # noqa: E402
-from capture.writer import PartWriter  # noqa: E402
+from runfmt import schema  # noqa: E402
+from runfmt.writer import PartWriter  # noqa: E402
 
 GENERATOR = """
 import os, sys, time
@@ -70,7 +71,7 @@ def run(seconds: float, pipeline: bool, ring_mb: int, wakeup_pct: int) -> dict:
     poller = select.epoll()
     poller.register(probe.ring_fd, select.EPOLLIN | select.EPOLLET)
     tmp = tempfile.TemporaryDirectory()
-    writer = PartWriter(Path(tmp.name), S.KERNEL_EVENTS, max_rows=200_000, max_seconds=10)
+    writer = PartWriter(Path(tmp.name), schema.KERNEL_EVENTS, max_rows=200_000, max_seconds=10)
     raw: list[np.ndarray] = []
     read = 0
     last_seq = -1

@@ -59,7 +59,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from capture.errors import SloError  # noqa: E402
+from runfmt.errors import SloError  # noqa: E402
+
 WORKLOAD = ROOT / "bench" / "workload.py"
 ALL_SIGNALS = "dns,retransmit,connect,runqueue,cpu_steal,tls,mem_reclaim"
 PEER_PACKAGE = "libbpf-tools"
@@ -540,9 +541,9 @@ def _synthetic_workload(a: argparse.Namespace, scratch: Path) -> list[str]:
 def _lab_workload(a: argparse.Namespace, scratch: Path) -> tuple[list[str], list[str], Path]:
     """The lab up once (torn down by main()); per run, the load generator alone.
     Returns the load command, the recorder's lab arguments and the lab's cgroup."""
-    from capture.config import load_config
     from replay.runner import _record_config, _start_services
     from replay.topology import Topology
+    from runfmt.config import load_config
 
     say(f"setting up lab {a.lab_index} (namespaces, pod cgroups, services)")
     a._lab = Topology(a.lab_index)

@@ -31,10 +31,8 @@ def main() -> None:
     a = ap.parse_args()
     root = a.runs
     if root is None:
-        from capture.config import load_config
-        from replay.runner import LabOptions, run_lab
-
-        from replay.runner import scenario_names
+        from replay.runner import LabOptions, run_lab, scenario_names
+        from runfmt.config import load_config
 
         scenarios = scenario_names() if a.scenarios == "all" else a.scenarios.split(",")
         opts = LabOptions(scenarios=scenarios, reps=a.reruns, tag=a.tag, profile=a.profile,

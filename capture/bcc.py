@@ -30,10 +30,10 @@ import numpy as np
 
 from capture import libraries
 from capture.bpfobj import BpfObject
-from capture.errors import CaptureError
 from capture.probe import LoadedSignal
 from capture.ringbuf import RingReader
 from capture.signals import LIBC, Signal
+from runfmt.errors import CaptureError
 
 __all__ = ["BCC_SIGNALS", "BccSignal", "bcc_available", "kernel_source"]
 

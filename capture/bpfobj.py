@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from capture import _libbpf as L
-from capture.errors import CaptureError
+from runfmt.errors import CaptureError
 
 log = logging.getLogger("capture.libbpf")
 

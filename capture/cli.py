@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from capture.errors import ExitCode, SloError
+from runfmt.errors import ExitCode, SloError
 
 # the same names as capture.signals.SIGNALS (a test pins it); kept here so --help starts fast
 SIGNAL_NAMES = ("dns", "retransmit", "connect", "runqueue", "cpu_steal", "tls", "mem_reclaim")
@@ -149,10 +149,10 @@ def record(out: Path, duration: float | None, signals: str | None, config_path: 
     Example:
       slocap record --out runs --duration 30 --signals dns,connect
     """
-    from capture.config import load_config
     from capture.preflight import check_host
     from capture.recorder import Recorder, RecordOptions, Stop
     from capture.signals import LIBC
+    from runfmt.config import load_config
 
     cfg = load_config(config_path)
     chosen = _parse_signals(signals) if signals else tuple(
@@ -252,11 +252,17 @@ def lab_run(scenarios: tuple[str, ...], reps: int, tag: str, profile: str, out: 
             config_path: Path | None, lab_index: int) -> None:
     """Run scenarios in the lab; one labelled run directory per rep."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
-    from capture.config import load_config
     from capture.preflight import check_host
     from replay.runner import LabOptions, run_lab, scenario_names
+    from runfmt.config import load_config
 
     names = scenario_names() if "all" in scenarios else list(scenarios)
     opts = LabOptions(scenarios=names, reps=reps, tag=tag, profile=profile, runs_root=out,

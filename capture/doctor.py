@@ -6,12 +6,11 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from capture import _libbpf, libraries
-from capture.bcc import BCC_SIGNALS, bcc_available
 from capture import preflight as P
-from capture.errors import CaptureError
+from capture.bcc import BCC_SIGNALS, bcc_available
 from capture.probe import LoadedSignal
 from capture.signals import LIBC, SIGNALS
-
+from runfmt.errors import CaptureError
 
 
 @dataclass

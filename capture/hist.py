@@ -8,8 +8,9 @@ import numpy as np
 import pyarrow as pa
 
 from capture import _libbpf as L
-from capture import schema as S
+from capture import columns as S
 from capture.bpfobj import BpfObject
+from runfmt import schema
 
 KINDS = {1: "pid", 2: "cgroup", 3: "cpu"}
 
@@ -71,4 +72,4 @@ def hist_table(signal: str, keys: np.ndarray, values: np.ndarray, *, slice_ns: i
         pa.array(values["max_ns"].astype(np.int64)),
         pa.FixedSizeListArray.from_arrays(pa.array(slots.ravel()), slots.shape[1] if n else 27).cast(
             pa.list_(pa.int64())),
-    ], schema=S.KERNEL_HIST)
+    ], schema=schema.KERNEL_HIST)

@@ -36,8 +36,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from capture.errors import CaptureError, ConfigError, DataError
 from capture.spans import flatten
+from runfmt.errors import CaptureError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

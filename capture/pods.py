@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from capture.errors import CaptureError, DataError
+from runfmt.errors import CaptureError, DataError
 
 if TYPE_CHECKING:
     import numpy as np

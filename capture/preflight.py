@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from capture.errors import CaptureError
+from runfmt.errors import CaptureError
 
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 TRACEFS = Path("/sys/kernel/tracing")

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from capture import libraries
 from capture.bpfobj import BpfObject
-from capture.errors import CaptureError
 from capture.hist import HistReader
 from capture.pods import cgroup2_mount
 from capture.ringbuf import RingReader
-from capture import libraries
 from capture.signals import LIBC, Signal
+from runfmt.errors import CaptureError
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import resource
-import secrets
 import select
 import threading
 import time
@@ -23,21 +21,21 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from capture import manifest as M
-from capture import schema as S
+from capture import columns as S
 from capture.clock import ClockAnchor, take_anchor
-from capture.config import config_hash
-from capture.errors import CaptureError, SloError
 from capture.hist import hist_table
-from capture.spans import SPANS
-from capture.safety import RESOURCES, LoadShedder, ResourceMonitor, samples_table
 from capture.otlp import OtlpReceiver
 from capture.pods import PodResolver
 from capture.probe import LoadedSignal
+from capture.safety import LoadShedder, ResourceMonitor, samples_table
 from capture.signals import LIBC, SIGNALS, TRACECTX
-from capture.writer import PartWriter
-
-_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+from runfmt import manifest as M
+from runfmt import schema
+from runfmt.config import config_hash
+from runfmt.errors import CaptureError, SloError
+from runfmt.runs import new_run_id, run_dir_for
+from runfmt.schema import RESOURCES, SPANS
+from runfmt.writer import PartWriter
 
 
 @dataclass
@@ -120,18 +118,6 @@ def resolve_mode(mode: str) -> str:
     from capture.preflight import BTF_PATH
 
     return "core" if BTF_PATH.exists() else "bcc"
-
-
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
-
-
-def run_dir_for(runs_root: Path, tag: str, scenario: str, run_id: str) -> Path:
-    for what, value in (("tag", tag), ("scenario", scenario), ("run id", run_id)):
-        if not _NAME_OK.match(value):
-            raise SloError(f"{what} {value!r} is not usable in a run directory name",
-                           "use letters, digits, '.', '_', '+' and '-' (at most 64)")
-    return runs_root / f"tag={tag}" / f"scenario={scenario}" / f"run={run_id}"
 
 
 def _iso(ns: int) -> str:
@@ -394,9 +380,9 @@ class Recorder:
             on_ready: Callable[[Path], None] | None = None) -> RecordResult:
         cap = self.opts.config["capture"]
         self.run_dir.mkdir(parents=True, exist_ok=False)
-        self.writer = PartWriter(self.run_dir / "kernel_events", S.KERNEL_EVENTS,
+        self.writer = PartWriter(self.run_dir / "kernel_events", schema.KERNEL_EVENTS,
                                  max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
-        self.hist_writer = PartWriter(self.run_dir / "kernel_hist", S.KERNEL_HIST,
+        self.hist_writer = PartWriter(self.run_dir / "kernel_hist", schema.KERNEL_HIST,
                                       max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
         self.res_writer = PartWriter(self.run_dir / "resources", RESOURCES,
                                      max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])

@@ -14,7 +14,7 @@ import mmap
 
 import numpy as np
 
-from capture.errors import CaptureError
+from runfmt.errors import CaptureError
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30

@@ -17,27 +17,16 @@ from __future__ import annotations
 import os
 import resource
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 
 from capture import _libbpf as L
+from runfmt.schema import RESOURCES
 
 BPF_STATS_RUN_TIME = 0
 
-RESOURCES = pa.schema([
-    pa.field("ts_ns", pa.int64(), nullable=False),
-    pa.field("interval_s", pa.float64()),
-    pa.field("cpu_user_s", pa.float64()),
-    pa.field("cpu_sys_s", pa.float64()),
-    pa.field("bpf_run_ns", pa.int64()),
-    pa.field("bpf_runs", pa.int64()),
-    pa.field("rss_bytes", pa.int64()),
-    pa.field("events", pa.int64()),
-    pa.field("overhead_pct", pa.float64()),  # of the whole machine
-    pa.field("shed_level", pa.int32()),
-])
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from capture import schema as S
+from capture import columns as S
 from capture.libraries import LIBC
 
 OBJECT_DIR = Path(__file__).resolve().parent / "_bpf"

@@ -15,51 +15,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from capture.errors import DataError
-
-SPANS = pa.schema([
-    pa.field("trace_id", pa.string(), nullable=False),  # 32 lower-case hex digits
-    pa.field("span_id", pa.string(), nullable=False),  # 16 lower-case hex digits
-    pa.field("parent_span_id", pa.string()),  # null for a root span
-    pa.field("name", pa.string()),
-    pa.field("kind", pa.string()),  # internal/server/client/producer/consumer/unspecified
-    pa.field("start_ns", pa.int64()),  # wall clock, ns since the epoch
-    pa.field("end_ns", pa.int64()),
-    pa.field("duration_ns", pa.int64()),
-    pa.field("status_code", pa.string()),  # unset/ok/error
-    pa.field("status_message", pa.string()),
-    pa.field("service_name", pa.string()),
-    pa.field("host_name", pa.string()),
-    pa.field("process_pid", pa.int64()),
-    pa.field("thread_id", pa.int64()),  # thread.id: the runtime's id, not always the kernel tid
-    pa.field("k8s_pod_name", pa.string()),
-    pa.field("k8s_namespace_name", pa.string()),
-    pa.field("k8s_container_name", pa.string()),
-    pa.field("k8s_node_name", pa.string()),
-    pa.field("k8s_pod_uid", pa.string()),
-    pa.field("gen_ai_provider_name", pa.string()),
-    pa.field("gen_ai_operation_name", pa.string()),
-    pa.field("gen_ai_request_model", pa.string()),
-    pa.field("gen_ai_response_model", pa.string()),
-    pa.field("gen_ai_usage_input_tokens", pa.int64()),
-    pa.field("gen_ai_usage_output_tokens", pa.int64()),
-    pa.field("gen_ai_server_time_to_first_token", pa.float64()),  # seconds, measured by the server
-    pa.field("gen_ai_response_time_to_first_chunk", pa.float64()),  # seconds, measured by the client
-    pa.field("server_address", pa.string()),
-    pa.field("server_port", pa.int64()),
-    pa.field("network_peer_address", pa.string()),
-    pa.field("network_peer_port", pa.int64()),
-    pa.field("client_address", pa.string()),
-    pa.field("client_port", pa.int64()),
-    pa.field("url_full", pa.string()),
-    pa.field("http_request_method", pa.string()),
-    pa.field("http_response_status_code", pa.int64()),
-    pa.field("scope_name", pa.string()),
-    pa.field("attributes", pa.map_(pa.string(), pa.string())),
-])
+from runfmt.errors import DataError
+from runfmt.schema import SPANS
 
 # Indexed by the OTLP enum values; an unknown future value becomes null.
 _KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}

@@ -19,8 +19,8 @@ import ctypes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from capture.errors import CaptureError
 from capture.libraries import SLOTRACE
+from runfmt.errors import CaptureError
 
 _MASK64 = (1 << 64) - 1
 

@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from capture.errors import SloError
+from runfmt.errors import SloError
 
 __all__ = ["make_self_signed"]
 

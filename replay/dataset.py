@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from capture.manifest import MANIFEST
+from runfmt.manifest import MANIFEST
 
 # table → the columns it is sorted by; sorted times delta-encode well
 TABLES = {"kernel_events": ("ts_ns",), "kernel_hist": ("ts_ns",), "spans": ("trace_id", "start_ns"),

@@ -31,9 +31,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from capture.errors import CaptureError, ConfigError
 from replay.netns import clear_drops, drop_ingress_every
 from replay.topology import Topology
+from runfmt.errors import CaptureError, ConfigError
 
 __all__ = ["AdminFault", "Combined", "CpuContention", "Fault", "Injector", "MIXED",
            "MemoryPressure", "PacketDrops", "SCENARIOS", "build"]

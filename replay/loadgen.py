@@ -57,10 +57,10 @@ from opentelemetry import trace
 from opentelemetry.propagate import inject
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
-from capture.errors import ConfigError
-from capture.schema import REQUESTS
-from capture.writer import PartWriter
 from replay.profiles import PROFILES, PlannedRequest, schedule, schedule_phases
+from runfmt.errors import ConfigError
+from runfmt.schema import REQUESTS
+from runfmt.writer import PartWriter
 
 MODEL = "lab-model"
 DROPPED = "dropped_by_client"

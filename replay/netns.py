@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from capture.errors import CaptureError
+from runfmt.errors import CaptureError
 
 __all__ = [
     "HostPair",

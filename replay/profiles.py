@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from capture.errors import ConfigError
+from runfmt.errors import ConfigError
 
 
 @dataclass(frozen=True)

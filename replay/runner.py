@@ -11,9 +11,9 @@ fault windows as they really happened.
 from __future__ import annotations
 
 import copy
-import os
 import ctypes
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,14 +26,14 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from capture.errors import CaptureError, ConfigError
-from capture.recorder import new_run_id, run_dir_for
-from capture.schema import LABELS
 from capture.signals import SIGNALS
 from replay import certs, faults
 from replay.loadgen import Summary, run_load
 from replay.profiles import PROFILES, schedule_phases
 from replay.topology import Topology
+from runfmt.errors import CaptureError, ConfigError
+from runfmt.runs import new_run_id, run_dir_for
+from runfmt.schema import LABELS
 
 LOAD_PROFILE = "rag_mixed_20rps"
 # phases in seconds: `full` as the build plan fixes it, `smoke` short enough for CI

@@ -105,8 +105,8 @@ def setup_tracing(service_name: str, otlp_endpoint: str | None) -> TracerProvide
     provider = TracerProvider(resource=_resource(service_name))
     provider.add_span_processor(ThreadAttributesProcessor())
     try:
-        from capture.errors import CaptureError
         from capture.tracing import KernelTraceContextProcessor
+        from runfmt.errors import CaptureError
 
         try:
             provider.add_span_processor(KernelTraceContextProcessor())
@@ -115,7 +115,9 @@ def setup_tracing(service_name: str, otlp_endpoint: str | None) -> TracerProvide
     except ImportError as exc:  # a lab host without the capture package
         log.warning("kernel trace stamping off: %s", exc)
     if otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
 
         # a short delay keeps spans inside short runs; a short timeout keeps
         # shutdown quick when the recorder is already gone

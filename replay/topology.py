@@ -39,8 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from capture.errors import CaptureError
 from replay.netns import _run, _wait_link_up, cleanup_leftovers, exec_argv
+from runfmt.errors import CaptureError
 
 __all__ = ["K8S_NAMESPACE", "PREFIX", "Pod", "SERVICES", "Topology", "cleanup", "pod_of"]
 

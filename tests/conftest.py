@@ -60,7 +60,7 @@ class Recording:
 def read_events(run_dir: Path) -> pa.Table:
     parts = sorted((run_dir / "kernel_events").glob("part-*.parquet"))
     if not parts:
-        from capture.schema import KERNEL_EVENTS
+        from runfmt.schema import KERNEL_EVENTS
         return KERNEL_EVENTS.empty_table()
     return pa.concat_tables(pq.read_table(p) for p in parts)
 
@@ -68,8 +68,8 @@ def read_events(run_dir: Path) -> pa.Table:
 @pytest.fixture
 def recording(tmp_path):
     """`with recording(["dns"]) as rec:` trigger inside; rec.events after the block."""
-    from capture.config import load_config
     from capture.recorder import Recorder, RecordOptions, Stop
+    from runfmt.config import load_config
 
     @contextmanager
     def start(signals, variant="auto", safety=None, pods_file=None, cgroup=None, **capture_overrides):

@@ -16,9 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from capture import schema as S
-from capture.manifest import write_manifest
-from capture.spans import SPANS
+from capture import columns as S
+from runfmt import schema
+from runfmt.manifest import write_manifest
+from runfmt.schema import SPANS
 
 T0 = 1_700_000_000_000_000_000  # wall ns of the first request
 MS = 1_000_000
@@ -103,14 +104,14 @@ def make_run(root: Path, run_id: str, *, scenario: str = "dns_latency", fault: s
              "saddr": "10.0.0.2", "sport": 30000 + i, "daddr": "10.0.0.3", "dport": 8081, "family": 2,
              "span_id": retrieve_id},
         ]
-    pq.write_table(pa.Table.from_pylist(requests, schema=S.REQUESTS), run_dir / "requests" / "part-00000.parquet")
+    pq.write_table(pa.Table.from_pylist(requests, schema=schema.REQUESTS), run_dir / "requests" / "part-00000.parquet")
     pq.write_table(_spans_table(spans), run_dir / "spans" / "part-00000.parquet")
-    cols = {f.name: pa.array([e.get(f.name) for e in events], f.type) for f in S.KERNEL_EVENTS}
+    cols = {f.name: pa.array([e.get(f.name) for e in events], f.type) for f in schema.KERNEL_EVENTS}
     pq.write_table(S.kernel_events_table(cols, len(events)), run_dir / "kernel_events" / "part-00000.parquet")
     if labels:
         rows = ([{"run_id": run_id, "scenario": scenario, "domain": "network_dns", "target": "dns",
                   "start_ns": fault_lo, "end_ns": fault_hi}] if fault == "dns" else [])
-        pq.write_table(pa.Table.from_pylist(rows, schema=S.LABELS), run_dir / "labels.parquet")
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema.LABELS), run_dir / "labels.parquet")
     write_manifest(run_dir, {
         "run_id": run_id, "tag": "main", "scenario": scenario, "node": NODE, "profile": "smoke",
         "complete": True, "phases": dict(PHASES), "seed": seed,

@@ -30,9 +30,9 @@ from analyze.attribution import (
 from analyze.cli import _Group
 from analyze.cli_score import attribute as attribute_command
 from analyze.slo import SloWindow
-from capture.config import load_config
-from capture.contracts import validate
-from capture.errors import ConfigError
+from runfmt.config import load_config
+from runfmt.contracts import validate
+from runfmt.errors import ConfigError
 from tests.analyze.fixtures_runs import make_run
 
 

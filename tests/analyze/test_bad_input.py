@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from analyze.cli import main
-from analyze.session import TABLES, _check_parquet, stands_for
-from capture import schema as S
-from capture.spans import SPANS
+from analyze.session import _check_parquet, stands_for
+from runfmt import schema
+from runfmt.schema import SPANS, TABLES
 from tests.analyze.fixtures_runs import make_run
 
 USER, CANNOT_JUDGE = 1, 2
@@ -171,11 +171,11 @@ def test_bad_input_is_one_line_naming_the_file(pristine, tmp_path, command, kind
 
 def _empty(run_dir: Path, *, zero_rows: bool) -> None:
     """A run whose manifest exists but whose data holds nothing: no files, or files of 0 rows."""
-    for sub, schema in (("requests", S.REQUESTS), ("spans", SPANS), ("kernel_events", S.KERNEL_EVENTS)):
+    for sub, table_schema in (("requests", schema.REQUESTS), ("spans", SPANS), ("kernel_events", schema.KERNEL_EVENTS)):
         shutil.rmtree(run_dir / sub)
         if zero_rows:
             (run_dir / sub).mkdir()
-            pq.write_table(schema.empty_table(), run_dir / sub / "part-00000.parquet")
+            pq.write_table(table_schema.empty_table(), run_dir / sub / "part-00000.parquet")
 
 
 @pytest.mark.parametrize("command", ["correlate", "slo", "attribute", "score", "report"])
@@ -297,9 +297,9 @@ def test_committed_dataset_passes_the_check():
     if not DATASET.is_dir():
         pytest.skip(f"no dataset committed at {DATASET}")
     files = 0
-    for table, (schema, pattern) in TABLES.items():
+    for table, (table_schema, pattern) in TABLES.items():
         for f in DATASET.glob(f"tag=*/scenario=*/run=*/{pattern}"):
-            assert _check_parquet(f, schema) is None, f
+            assert _check_parquet(f, table_schema) is None, f
             files += 1
     assert files > 0
 

@@ -24,10 +24,15 @@ import pytest
 from click.testing import CliRunner
 
 from analyze.cli_compare import compare, gate, repro
-from analyze.compare import baseline_rule, compare_tags, order_tags, semver_key, tag_kind
-from capture.manifest import write_manifest
-from capture.safety import RESOURCES
-from capture.schema import LABELS, REQUESTS
+from analyze.compare import (
+    baseline_rule,
+    compare_tags,
+    order_tags,
+    semver_key,
+    tag_kind,
+)
+from runfmt.manifest import write_manifest
+from runfmt.schema import LABELS, REQUESTS, RESOURCES
 
 T0 = 1_800_000_000_000_000_000
 GOOD_SCORE = {"precision": 0.95, "recall": 0.9, "f1": 0.92, "detection_delay_s": 2.0}

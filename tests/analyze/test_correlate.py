@@ -22,13 +22,12 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analyze import queries
 from analyze.cli import main
 from analyze.correlate import OUTPUTS, STEPS, TIERS, correlate, correlate_run, prepare
 from analyze.session import open_runs
-from capture.manifest import write_manifest
-from capture.schema import KERNEL_EVENTS
-from capture.spans import SPANS
+from runfmt import queries
+from runfmt.manifest import write_manifest
+from runfmt.schema import KERNEL_EVENTS, SPANS
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("SLOAN_UPDATE_GOLDEN") == "1"
@@ -340,14 +339,14 @@ def test_write_false_writes_nothing(runs):
 
 
 def test_correlate_run_takes_one_run_only(runs):
-    from capture.errors import DataError
+    from runfmt.errors import DataError
 
     with pytest.raises(DataError, match=r"is not one run directory \(2 runs below it\)"):
         correlate_run(runs)
 
 
 def test_bad_window_is_refused(runs):
-    from capture.errors import ConfigError
+    from runfmt.errors import ConfigError
 
     for window in (0, 60_001, 1.5, True):
         with pytest.raises(ConfigError, match="correlation window"):

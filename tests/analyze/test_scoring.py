@@ -34,7 +34,7 @@ from analyze.scoring import (
     window_truth,
 )
 from analyze.slo import RunInfo
-from capture.config import load_config
+from runfmt.config import load_config
 from tests.analyze.fixtures_runs import make_run
 
 S = 1_000_000_000

@@ -21,9 +21,9 @@ from analyze.slo import (
     thresholds_from_config,
     workload_of,
 )
-from capture.config import load_config
-from capture.contracts import validate
-from capture.errors import ConfigError
+from runfmt.config import load_config
+from runfmt.contracts import validate
+from runfmt.errors import ConfigError
 from tests.analyze.fixtures_runs import GATEWAY_POD, NAMESPACE, NODE, T0, make_run
 
 S = 1_000_000_000

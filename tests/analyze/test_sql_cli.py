@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from analyze.cli import main
-from capture import schema as S
-from capture.manifest import write_manifest
+from capture import columns as S
+from runfmt.manifest import write_manifest
 
 
 def _make_run(root, run_id, signals=("dns", "dns", "connect")):
@@ -93,7 +93,7 @@ def test_no_runs_and_bad_sql_say_what_to_do(tmp_path):
 
 @pytest.mark.parametrize("query", ["events_by_signal"])
 def test_named_queries_have_a_header(query):
-    from analyze import queries
+    from runfmt import queries
 
     text = queries.load(query)
     assert text.startswith(f"-- {query}:")

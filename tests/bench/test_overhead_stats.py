@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from bench.overhead import Summary, bootstrap_median_ci, gate_verdict, paired_ratios, schedule, summarize
+from bench.overhead import (
+    Summary,
+    bootstrap_median_ci,
+    gate_verdict,
+    paired_ratios,
+    schedule,
+    summarize,
+)
 
 
 def generated_pairs(n: int, shift: float, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

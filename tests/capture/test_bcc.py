@@ -13,12 +13,13 @@ import pyarrow as pa
 import pytest
 from triggers import SENDER, SINK
 
-from capture import schema as S
+from capture import columns as S
 from capture.bcc import BCC_SIGNALS, SOURCE_DIR, BccSignal, bcc_available, kernel_source
 from capture.bpfobj import BpfObject
-from capture.errors import CaptureError
 from capture.signals import SIGNALS
 from replay.netns import HostPair, drop_ingress_every
+from runfmt import schema
+from runfmt.errors import CaptureError
 
 RING = 1 << 20
 
@@ -127,7 +128,7 @@ def test_dns_lookup_of_a_known_name_is_recorded(loaded):
     tid = _lookup_in_thread("localhost")
     records = probe.read()
     table = _table("dns", records)
-    assert table.schema.equals(S.KERNEL_EVENTS)
+    assert table.schema.equals(schema.KERNEL_EVENTS)
     rows = [r for r in table.to_pylist() if r["tid"] == tid]
     assert rows, f"no dns record for thread {tid}; read: {table.to_pylist()}"
     row = rows[0]
@@ -223,7 +224,7 @@ def test_retransmit_from_receiver_side_drops_has_the_right_tuple(loaded, v6):
         assert client.wait(30) == 0
         assert int(server.stdout.readline()) == 200_000
     table = _table("retransmit", probe.read())
-    assert table.schema.equals(S.KERNEL_EVENTS)
+    assert table.schema.equals(schema.KERNEL_EVENTS)
     rows = [r for r in table.to_pylist() if r["dport"] == port and r["sport"] == sport]
     assert len(rows) >= 5, f"expected retransmits of {client_ip}:{sport} → {server_ip}:{port}"
     for row in rows:

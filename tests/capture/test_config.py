@@ -3,8 +3,8 @@ import json
 import jsonschema
 import pytest
 
-from capture.config import CONFIG_DIR, config_hash, load_config
-from capture.errors import ConfigError
+from runfmt.config import CONFIG_DIR, config_hash, load_config
+from runfmt.errors import ConfigError
 
 
 @pytest.fixture

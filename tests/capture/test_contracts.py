@@ -8,8 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.contracts import CONTRACTS, CONTRACTS_DIR, load_contract, probe_event_from_row, validate
-from capture.errors import DataError
+from runfmt.contracts import (
+    CONTRACTS,
+    CONTRACTS_DIR,
+    load_contract,
+    probe_event_from_row,
+    validate,
+)
+from runfmt.errors import DataError
 
 SLO_EVENT = {
     "event_id": "ev-1",

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from triggers import SENDER, SINK
 
-from capture.contracts import probe_event_from_row, validate
 from replay.netns import HostPair, drop_ingress_every
+from runfmt.contracts import probe_event_from_row, validate
 
 pytestmark = pytest.mark.kernel
 

@@ -97,8 +97,8 @@ def test_trace_context_of_a_span_stamps_its_dns_lookup(recording):
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    from capture.config import load_config
     from capture.tracing import KernelTraceContextProcessor
+    from runfmt.config import load_config
 
     endpoint = load_config()["otlp"]["endpoint"]
     provider = TracerProvider()

@@ -15,9 +15,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from capture.errors import CaptureError, DataError
-from capture.pods import Identity, PodCgroup, PodInfo, PodResolver, cgroup2_mount, load_pods_mapping, parse_cgroup_path
-from capture.schema import kernel_events_table
+from capture.columns import kernel_events_table
+from capture.pods import (
+    Identity,
+    PodCgroup,
+    PodInfo,
+    PodResolver,
+    cgroup2_mount,
+    load_pods_mapping,
+    parse_cgroup_path,
+)
+from runfmt.errors import CaptureError, DataError
 
 # Real paths, copied from where they were reported (source in each comment).
 # Columns: path, pod uid, qos, container id, runtime.

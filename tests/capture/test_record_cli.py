@@ -131,7 +131,7 @@ def test_sigint_leaves_valid_parts_and_an_honest_manifest(tmp_path):
 @pytest.mark.kernel
 def test_mode_bcc_records_dns_in_the_same_schema_and_says_degraded(tmp_path):
     from capture.bcc import bcc_available
-    from capture.schema import KERNEL_EVENTS
+    from runfmt.schema import KERNEL_EVENTS
 
     reason = bcc_available()
     if reason and not os.environ.get("CI"):

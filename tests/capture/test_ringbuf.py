@@ -7,14 +7,14 @@ import os
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import OBJECT_DIR
 
-from capture import schema as S
+from capture import columns as S
 from capture.bpfobj import BpfObject
 from capture.probe import LoadedSignal
 from capture.ringbuf import record_stride
 from capture.signals import FLOOD, SIGNALS
-
-from conftest import OBJECT_DIR
+from runfmt import schema
 
 
 def _flood(ring_bytes: int) -> LoadedSignal:
@@ -71,7 +71,7 @@ def test_python_view_follows_the_c_header(signal):
     table = S.kernel_events_table(
         {**signal.to_columns(records), "ts_ns": records["ts_ns"].astype(np.int64),
          "signal": S.constant(signal.name, 3, pa.string())}, 3)
-    assert table.schema == S.KERNEL_EVENTS
+    assert table.schema == schema.KERNEL_EVENTS
     assert table.num_rows == 3
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from capture.manifest import MANIFEST
 from replay.dataset import compact_run, select_runs
+from runfmt.manifest import MANIFEST
 
 
 def _run(root: Path, scenario: str, run_id: str) -> Path:

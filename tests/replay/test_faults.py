@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from capture.contracts import load_contract
-from capture.errors import CaptureError, ConfigError
 from replay.faults import MIXED, SCENARIOS, Combined, Fault, build
 from replay.topology import Topology
+from runfmt.contracts import load_contract
+from runfmt.errors import CaptureError, ConfigError
 
 _MISSING = [tool for tool in ("ip", "nft", "ethtool", "nstat", "openssl") if shutil.which(tool) is None]
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_scenarios import _lab_leftovers
 
 pytestmark = pytest.mark.kernel

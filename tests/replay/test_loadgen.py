@@ -28,9 +28,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from capture.errors import ConfigError
 from replay.loadgen import REQUESTS, main, run_load
-from replay.profiles import PROFILES, PlannedRequest, Profile, PromptClass, schedule, schedule_phases
+from replay.profiles import (
+    PROFILES,
+    PlannedRequest,
+    Profile,
+    PromptClass,
+    schedule,
+    schedule_phases,
+)
+from runfmt.errors import ConfigError
 
 PROFILE = PROFILES["rag_mixed_20rps"]
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")

@@ -11,13 +11,12 @@ import select
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from capture.errors import CaptureError
 from replay.netns import HostPair, cleanup_leftovers, clear_drops, drop_ingress_every
+from runfmt.errors import CaptureError
 
 _MISSING = [tool for tool in ("ip", "nft", "ethtool", "nstat") if shutil.which(tool) is None]
 

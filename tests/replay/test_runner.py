@@ -8,8 +8,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from capture.config import load_config
 from replay.runner import LabOptions, run_lab
+from runfmt.config import load_config
 
 pytestmark = pytest.mark.kernel
 

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from capture.config import load_config
 from replay.faults import SCENARIOS
 from replay.runner import PORTS, LabOptions, run_lab
+from runfmt.config import load_config
 
 MS = 1_000_000
 

@@ -366,7 +366,9 @@ def test_spans_join_across_services(tmp_path: Path, cert: tuple[Path, Path],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """In process: one trace from gateway to backend, with the connection tuple."""
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
 
     monkeypatch.setenv("LAB_POD", "gateway-0")
     monkeypatch.setenv("LAB_NAMESPACE", "lab")
@@ -452,7 +454,9 @@ class _Collector(BaseHTTPRequestHandler):
 
 
 def test_spans_leave_over_otlp_http(tmp_path: Path) -> None:
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
 
     collector = HTTPServer(("127.0.0.1", 0), _Collector)
     _Collector.bodies = []

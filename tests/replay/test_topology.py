@@ -18,9 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from capture.errors import CaptureError
 from capture.pods import PodResolver
-from replay.topology import CGROUP_V1, CGROUP_V2, K8S_NAMESPACE, NETNS_ETC, SERVICES, Topology, cleanup
+from replay.topology import (
+    CGROUP_V1,
+    CGROUP_V2,
+    K8S_NAMESPACE,
+    NETNS_ETC,
+    SERVICES,
+    Topology,
+    cleanup,
+)
+from runfmt.errors import CaptureError
 
 _MISSING = [tool for tool in ("ip", "nft", "ethtool") if shutil.which(tool) is None]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from capture.errors import SloError
 from runfmt import SQL_DIR
+from runfmt.errors import SloError
 
 _NAME = re.compile(r"^[a-z0-9_]+$")
 

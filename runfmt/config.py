@@ -11,8 +11,8 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import best_match
 
-from capture.errors import ConfigError
 from runfmt import CONFIG_DIR
+from runfmt.errors import ConfigError
 
 SCHEMA_PATH = CONFIG_DIR / "toolkit.schema.json"
 DEFAULTS_PATH = CONFIG_DIR / "defaults.json"

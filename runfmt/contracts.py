@@ -12,8 +12,8 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import best_match
 
-from capture.errors import DataError
 from runfmt import CONTRACTS_DIR
+from runfmt.errors import DataError
 
 # Names double as paths under CONTRACTS_DIR, so only these may be opened.
 CONTRACTS = ("v1/incident-attribution", "v1/slo-event", "v1alpha1/probe-event")

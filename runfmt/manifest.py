@@ -7,9 +7,8 @@ import os
 import platform
 import socket
 import subprocess
+from importlib.metadata import version
 from pathlib import Path
-
-from capture import __version__
 
 MANIFEST = "manifest.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +30,7 @@ def host_info() -> dict:
 
 
 def tool_version() -> str:
-    return __version__
+    return version("llm-slo-ebpf-toolkit")
 
 
 def write_manifest(run_dir: Path, manifest: dict) -> None:
