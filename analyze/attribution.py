@@ -72,11 +72,12 @@ from typing import Any
 import numpy as np
 
 from analyze.slo import RunInfo, RunSlo, SloWindow, Workload, evaluate_con, rfc3339
+from runfmt.contracts import fault_domains
 from runfmt.errors import ConfigError
 
-DOMAINS = ("network_dns", "network_egress", "cpu_throttle", "memory_pressure", "provider_throttle",
-           "provider_error", "retrieval_backend")
 UNKNOWN = "unknown"
+# the v1 contract's fault domains (docs/contracts/v1/incident-attribution.schema.json)
+DOMAINS = tuple(d for d in fault_domains() if d != UNKNOWN)
 ABSTAIN_BELOW = 0.5  # a domain needs this posterior to be predicted (and blamed)
 MAX_SHIFT = 8.0
 PRIOR_INTERCEPT, PRIOR_WEIGHT = -4.0, 1.5
@@ -387,8 +388,8 @@ def collect_run(run_dir: Path, config: Mapping, *, budget: float | None = None, 
     import pyarrow as pa
 
     from analyze import correlate
-    from runfmt import queries
     from analyze.session import open_runs
+    from runfmt import queries
 
     info = RunInfo.read(run_dir)
     runs = open_runs([Path(run_dir)])

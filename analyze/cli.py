@@ -3,48 +3,17 @@ function, renders the result; errors are translated here and only here."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from runfmt.errors import ExitCode, SloError
+from runfmt.console import ErrorGroup, render_arrow
+from runfmt.errors import SloError
 
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-def render_arrow(table, title: str | None = None):
-    """An Arrow table as a rich Table, numbers right-aligned."""
-    import pyarrow as pa
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left")
-    for field in table.schema:
-        numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
-        t.add_column(field.name, justify="right" if numeric else "left")
-    for row in table.to_pylist():
-        t.add_row(*("" if v is None else f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
-                    for v in row.values()))
-    return t
-
-
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except SloError as exc:
-            from rich.console import Console
-            from rich.markup import escape
-
-            err = Console(stderr=True, highlight=False)
-            # paths and column types are data, never markup
-            err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
-            if exc.hint:
-                err.print(f"  {exc.hint}", soft_wrap=True, markup=False)
-            sys.exit(ExitCode.USER)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="llm-slo-ebpf-toolkit")
 def main() -> None:
     """Analyze run directories recorded by slocap, offline, with DuckDB.

@@ -19,10 +19,8 @@ from pathlib import Path
 
 import click
 
+from runfmt.console import print_error
 from runfmt.errors import ExitCode, SloError
-
-# 2 = cannot judge: what CI must not read as pass (0) or as a regression (1)
-CANNOT_JUDGE = 2
 
 _runs_option = click.option(
     "--runs", "runs_paths", multiple=True, type=click.Path(path_type=Path), default=[Path("runs")],
@@ -47,14 +45,8 @@ def _cannot_judge_on_error(fn):
         try:
             return fn(*args, **kwargs)
         except SloError as exc:
-            from rich.console import Console
-            from rich.markup import escape
-
-            err = Console(stderr=True, highlight=False)
-            err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
-            if exc.hint:
-                err.print(f"  {exc.hint}", soft_wrap=True, markup=False)
-            sys.exit(CANNOT_JUDGE)
+            print_error(exc)
+            sys.exit(ExitCode.CANNOT_JUDGE)
     return wrapper
 
 
@@ -255,4 +247,4 @@ def repro(runs_paths, check, json_path, skip_bad):
         if report.flagged:
             sys.exit(ExitCode.USER)
         if not report.judged:
-            sys.exit(CANNOT_JUDGE)
+            sys.exit(ExitCode.CANNOT_JUDGE)

@@ -36,8 +36,8 @@ WINDOW_MS_RANGE = (1, 60_000)  # config/toolkit.schema.json correlation.window_m
 STEPS = (
     ("correlate_events", "corr_events", ()),
     ("correlate_spans", "corr_spans", ()),
-    ("correlate_candidates", "corr_candidates", ("window_ms",)),
-    ("correlate_best", "corr_best", ()),
+    ("correlate_candidates", "corr_candidates", ("window_ms", *(f"conf_{t}" for t in CONFIDENCE))),
+    ("correlate_best", "corr_best", ("enrich_min",)),
 )
 # output file -> query
 OUTPUTS = {
@@ -136,7 +136,9 @@ def prepare(con, window_ms: int = DEFAULT_WINDOW_MS) -> None:
 
     `con` holds the views of exactly one run (analyze.session.open_runs on one run directory).
     """
-    params = {"window_ms": check_window(window_ms)}
+    # the tiers' confidences live here only; the SQL receives them as parameters
+    params = {"window_ms": check_window(window_ms), "enrich_min": ENRICH_MIN_CONFIDENCE,
+              **{f"conf_{tier}": c for tier, c in CONFIDENCE.items()}}
     for name, table, wanted in STEPS:
         # the table name comes from STEPS, never from input; DuckDB binds the parameters
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS\n{queries.load(name)}",

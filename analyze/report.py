@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 from analyze.attribution import DOMAINS
 from analyze.scoring import ScoreResult
 from analyze.slo import SLIS, UNITS, RunSlo
-
-SIGNALS = ("dns", "connect", "retransmit", "tls", "runqueue", "cpu_steal", "mem_reclaim")
+from runfmt.signals import SIGNAL_NAMES
 
 
 def _cell(v) -> str:
@@ -113,10 +112,10 @@ def baseline_paging(slos: Sequence[RunSlo]) -> dict[str, float]:
 
 def runs_section(score: ScoreResult) -> list[str]:
     header = ["run", "tag", "scenario", "profile", "mode", "complete", "role", "truth",
-              *SIGNALS, "violating / windows"]
+              *SIGNAL_NAMES, "violating / windows"]
     rows = []
     for r in score.runs:
-        flags = ["✓" if r["signals"].get(s) else "✗" for s in SIGNALS]
+        flags = ["✓" if r["signals"].get(s) else "✗" for s in SIGNAL_NAMES]
         rows.append([r["run_id"], r["tag"], r["scenario"], r["profile"], r["mode"], r["complete"], r["role"],
                      "+".join(r["classes"]), *flags, f"{r['violating']} / {r['windows']}"])
     return ["## Runs", "", f"{len(score.runs)} labelled run(s): {score.n_runs} test, {len(score.train_runs)} "

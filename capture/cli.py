@@ -7,37 +7,17 @@ import json
 import logging
 import signal
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
 
-from runfmt.errors import ExitCode, SloError
-
-# the same names as capture.signals.SIGNALS (a test pins it); kept here so --help starts fast
-SIGNAL_NAMES = ("dns", "retransmit", "connect", "runqueue", "cpu_steal", "tls", "mem_reclaim")
-
-
-def _fail(exc: SloError) -> None:
-    from rich.console import Console
-
-    err = Console(stderr=True, highlight=False)
-    err.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
-    if exc.hint:
-        err.print(f"  {exc.hint}", soft_wrap=True)
-    sys.exit(ExitCode.USER)
+from runfmt.console import ErrorGroup
+from runfmt.errors import ExitCode
+from runfmt.signals import SIGNAL_NAMES
 
 
-class _Group(click.Group):
-    """Turns SloError into one clear message and exit code 1, no traceback."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except SloError as exc:
-            _fail(exc)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show libbpf's own log and debug messages.")
 @click.version_option(package_name="llm-slo-ebpf-toolkit")
 def main(verbose: bool) -> None:
@@ -46,7 +26,7 @@ def main(verbose: bool) -> None:
     \b
     Start with:   slocap doctor            what this host supports
     Then:         slocap record --out runs --duration 60
-    Analyze with: sloan sql "SELECT signal, count(*) FROM kernel_events GROUP BY 1" runs
+    Analyze with: sloan sql "SELECT signal, count(*) FROM kernel_events GROUP BY 1" --runs runs
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
@@ -206,8 +186,8 @@ def _run_with_status(rec, stop):
 def _render_result(result) -> None:
     from rich.console import Console
 
-    from analyze.cli import render_arrow
-    from analyze.summary import events_by_signal
+    from runfmt.console import render_arrow
+    from runfmt.queries import events_by_signal
 
     c = Console(highlight=False)
     for name, err in result.attach_errors.items():
@@ -224,95 +204,8 @@ def _render_result(result) -> None:
     c.print(f"explore: sloan sql \"SELECT * FROM kernel_events LIMIT 20\" --runs {result.run_dir}", soft_wrap=True)
 
 
-@main.group()
-def lab() -> None:
-    """The incident lab: seeded load, really injected faults, labelled runs.
-
-    \b
-    slocap lab run --scenario dns_latency --reps 3 --tag main --profile smoke --out runs
-    slocap lab run --scenario all --profile full --tag v0.2-rc --out runs
-    slocap lab cleanup          remove what a killed run left behind
-    """
-
-
-@lab.command("run")
-@click.option("--scenario", "scenarios", multiple=True, required=True,
-              help="Scenario name (repeatable), or 'all'. See 'slocap lab list'.")
-@click.option("--reps", type=click.IntRange(min=1), default=1, show_default=True, help="Runs per scenario.")
-@click.option("--tag", required=True, help="Release tag the runs belong to (e.g. main, v0.2-rc).")
-@click.option("--profile", type=click.Choice(["smoke", "full"]), default="smoke", show_default=True,
-              help="Phase lengths: smoke 15/15/10 s; full 10/10/5 min (baseline/fault/recovery).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Runs root.")
-@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the load and every draw.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON config merged over config/defaults.json.")
-@click.option("--lab-index", type=click.IntRange(0, 99), default=0, show_default=True,
-              help="Which lab on this host (subnet 198.18.(100+N).0/24): two labs need two indexes.")
-def lab_run(scenarios: tuple[str, ...], reps: int, tag: str, profile: str, out: Path, seed: int,
-            config_path: Path | None, lab_index: int) -> None:
-    """Run scenarios in the lab; one labelled run directory per rep."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    from capture.preflight import check_host
-    from replay.runner import LabOptions, run_lab, scenario_names
-    from runfmt.config import load_config
-
-    names = scenario_names() if "all" in scenarios else list(scenarios)
-    opts = LabOptions(scenarios=names, reps=reps, tag=tag, profile=profile, runs_root=out,
-                      config=load_config(config_path), seed=seed, lab_index=lab_index)
-    check_host("core")
-    # SIGTERM unwinds like Ctrl-C; SIGINT too even when started with it ignored
-    # (a background job of a non-interactive shell), so the lab is always torn down
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    console = Console(stderr=True, highlight=False)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, disable=not console.is_terminal)
-    tasks: dict = {}
-
-    def on_progress(p) -> None:
-        key = (p.scenario, p.rep)
-        if key not in tasks:
-            tasks[key] = progress.add_task("", total=None)
-        progress.update(tasks[key], description=f"{p.scenario} {p.rep}/{p.reps} [{p.phase}]",
-                        completed=p.requests_done, total=p.requests_total or None)
-
-    try:
-        with progress:
-            runs = run_lab(opts, on_progress)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted:[/] the lab was cleaned up; the last run says complete: false")
-        sys.exit(ExitCode.USER)
-    c = Console(highlight=False)
-    for r in runs:
-        c.print(f"{r.scenario} rep {r.rep}: {r.summary.render()}  → {r.run_dir}", soft_wrap=True)
-
-
-@lab.command("list")
-def lab_list() -> None:
-    """The scenarios and the fault domain each one labels."""
-    from replay.faults import MIXED, SCENARIOS
-    from replay.runner import BASELINE
-
-    click.echo(f"{BASELINE:34} no fault")
-    for name in SCENARIOS:
-        click.echo(name)
-    for name, parts in MIXED.items():
-        click.echo(f"{name:34} {' + '.join(parts)} at once")
-
-
-@lab.command("cleanup")
-def lab_cleanup() -> None:
-    """Remove namespaces, bridges, /etc/netns entries and cgroups a killed lab left."""
-    from replay.runner import stop_orphan_recorders
-    from replay.topology import cleanup
-
-    removed = stop_orphan_recorders() + cleanup()
-    click.echo("\n".join(removed) if removed else "nothing to clean up")
+# Commands other packages add to slocap (the lab's `slocap lab`, replay/cli.py),
+# declared as entry points of the group "slocap.commands" in pyproject.toml: the
+# recorder does not import them.
+for _entry in entry_points(group="slocap.commands"):
+    main.add_command(_entry.load(), _entry.name)

@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -36,7 +37,7 @@ from replay.topology import Topology
 from runfmt.errors import CaptureError, ConfigError
 
 __all__ = ["AdminFault", "Combined", "CpuContention", "Fault", "Injector", "MIXED",
-           "MemoryPressure", "PacketDrops", "SCENARIOS", "build"]
+           "MemoryPressure", "PacketDrops", "SCENARIOS", "Scenario", "build"]
 
 ADMIN_TIMEOUT_S = 5.0
 # no server at the address any more: refused, or the lab's network is gone
@@ -343,12 +344,31 @@ class MemoryPressure(_HelperFault):
 # -- the registry ---------------------------------------------------------------------
 
 
-def _params(scenario: str, given: Mapping[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any]:
+def _params(scenario: str, given: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given or {}) - set(defaults))
     if unknown:
         raise ConfigError(f"scenario '{scenario}' has no parameter {unknown[0]!r}",
                           f"its parameters: {', '.join(sorted(defaults))}")
     return {**defaults, **(given or {})}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One fault scenario: the v1 domain it labels, the lab service it targets, the
+    parameters a user may set (with their defaults) and how it is injected.
+
+    `wiring` names where the fault goes (an admin URL, a port); the lab finds it
+    from the topology when it is None, and a test may pass it like a parameter."""
+
+    name: str
+    domain: str
+    target: str
+    defaults: Mapping[str, Any]
+    make: Callable[[Topology, dict[str, Any]], Fault]
+    wiring: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self, topology: Topology, params: Mapping[str, Any] | None = None) -> Fault:
+        return self.make(topology, _params(self.name, params, {**self.defaults, **self.wiring}))
 
 
 def _admin_url(topology: Topology, service: str, line: str = "ready", scheme: str = "http") -> str:
@@ -357,60 +377,52 @@ def _admin_url(topology: Topology, service: str, line: str = "ready", scheme: st
 
 
 def _admin(scenario: str, domain: str, service: str, body: Callable[[dict[str, Any]], dict[str, Any]],
-           defaults: dict[str, Any], line: str = "ready", scheme: str = "http"
-           ) -> Callable[[Topology, Mapping[str, Any] | None], Fault]:
+           defaults: dict[str, Any], line: str = "ready", scheme: str = "http") -> Scenario:
     """A scenario held by `service`'s admin endpoint; `admin_url` overrides where that is."""
 
-    def make(topology: Topology, params: Mapping[str, Any] | None = None) -> Fault:
-        p = _params(scenario, params, {**defaults, "admin_url": None})
+    def make(topology: Topology, p: dict[str, Any]) -> Fault:
         url = p.pop("admin_url") or _admin_url(topology, service, line, scheme)
         return AdminFault(scenario, domain, service, url, body(p))
 
-    return make
+    return Scenario(scenario, domain, service, defaults, make, {"admin_url": None})
 
 
-def _drops(scenario: str, syn_only: bool, every: int) -> Callable[[Topology, Mapping[str, Any] | None], Fault]:
+def _drops(scenario: str, syn_only: bool, every: int) -> Scenario:
     """Drops at the backend's namespace, the receiver of gateway → backend traffic."""
 
-    def make(topology: Topology, params: Mapping[str, Any] | None = None) -> Fault:
-        p = _params(scenario, params, {"every": every, "port": None})
+    def make(topology: Topology, p: dict[str, Any]) -> Fault:
         port = p["port"] or topology.endpoint("backend")[1]
         return PacketDrops(scenario, "backend", topology.ns("backend"), port, p["every"], syn_only)
 
-    return make
+    return Scenario(scenario, "network_egress", "backend", {"every": every}, make, {"port": None})
 
 
-def _cpu_contention(topology: Topology, params: Mapping[str, Any] | None = None) -> Fault:
-    p = _params("cpu_contention", params, {"service": "gateway", "hogs": 2, "cpus": 1.0,
-                                           "period_us": 100_000})
+def _cpu_contention(topology: Topology, p: dict[str, Any]) -> Fault:
     return CpuContention(topology, p["service"], p["hogs"], p["cpus"], p["period_us"])
 
 
-def _memory_pressure(topology: Topology, params: Mapping[str, Any] | None = None) -> Fault:
-    p = _params("memory_pressure", params, {"service": "gateway", "margin_mb": 64, "cache_mb": 256,
-                                            "read_mb_per_s": 200.0})
+def _memory_pressure(topology: Topology, p: dict[str, Any]) -> Fault:
     return MemoryPressure(topology, p["service"], p["margin_mb"], p["cache_mb"], p["read_mb_per_s"])
 
 
-Factory = Callable[[Topology, Mapping[str, Any] | None], Fault]
-
-SCENARIOS: dict[str, Factory] = {
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     # the dns server prints `admin HOST:PORT` after `ready` (its DNS port)
-    "dns_latency": _admin("dns_latency", "network_dns", "dns", lambda p: {"kind": "delay", "ms": p["ms"]},
-                          {"ms": 300}, line="admin"),
-    "tcp_loss": _drops("tcp_loss", syn_only=False, every=5),
-    "connect_stall": _drops("connect_stall", syn_only=True, every=2),
+    _admin("dns_latency", "network_dns", "dns", lambda p: {"kind": "delay", "ms": p["ms"]},
+           {"ms": 300}, line="admin"),
+    _drops("tcp_loss", syn_only=False, every=5),
+    _drops("connect_stall", syn_only=True, every=2),
     # the backend serves HTTPS only, /admin/fault included
-    "tls_slowdown": _admin("tls_slowdown", "network_egress", "backend",
-                           lambda p: {"kind": "tls_delay", "ms": p["ms"]}, {"ms": 300}, scheme="https"),
-    "cpu_contention": _cpu_contention,
-    "provider_throttle": _admin("provider_throttle", "provider_throttle", "backend",
-                                lambda p: {"kind": "throttle", **p}, {"retry_after_s": 1, "fraction": 0.5},
-                                scheme="https"),
-    "retrieval_slowdown": _admin("retrieval_slowdown", "retrieval_backend", "retrieval",
-                                 lambda p: {"kind": "slowdown", "extra_ms": p["extra_ms"]}, {"extra_ms": 400}),
-    "memory_pressure": _memory_pressure,
-}
+    _admin("tls_slowdown", "network_egress", "backend",
+           lambda p: {"kind": "tls_delay", "ms": p["ms"]}, {"ms": 300}, scheme="https"),
+    Scenario("cpu_contention", "cpu_throttle", "gateway",
+             {"service": "gateway", "hogs": 2, "cpus": 1.0, "period_us": 100_000}, _cpu_contention),
+    _admin("provider_throttle", "provider_throttle", "backend",
+           lambda p: {"kind": "throttle", **p}, {"retry_after_s": 1, "fraction": 0.5}, scheme="https"),
+    _admin("retrieval_slowdown", "retrieval_backend", "retrieval",
+           lambda p: {"kind": "slowdown", "extra_ms": p["extra_ms"]}, {"extra_ms": 400}),
+    Scenario("memory_pressure", "memory_pressure", "gateway",
+             {"service": "gateway", "margin_mb": 64, "cache_mb": 256, "read_mb_per_s": 200.0}, _memory_pressure),
+)}
 
 # two faults at once, in different domains and on different resources
 MIXED: dict[str, tuple[str, str]] = {

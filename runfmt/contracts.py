@@ -26,6 +26,11 @@ def load_contract(name: str) -> dict[str, Any]:
     return copy.deepcopy(_schema(name))
 
 
+def fault_domains() -> tuple[str, ...]:
+    """The v1 fault domains, in the contract's order; "unknown" (an abstention) last."""
+    return tuple(_schema("v1/incident-attribution")["$defs"]["fault_domain"]["enum"])
+
+
 def validate(name: str, document: Mapping[str, Any]) -> None:
     """Raise DataError naming the JSON path of the first way `document` breaks contract `name`."""
     error = best_match(_validator(name).iter_errors(document))

@@ -12,6 +12,9 @@ class ExitCode(enum.IntEnum):
     OK = 0
     USER = 1  # bad input, missing privilege, failed gate
     INTERNAL = 2
+    # a gate without what it needs to judge: what CI must read neither as pass
+    # nor as a regression; "no verdict", as an internal error is
+    CANNOT_JUDGE = 2
 
 
 class SloError(Exception):

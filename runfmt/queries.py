@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
+from pathlib import Path
 
 from runfmt import SQL_DIR
 from runfmt.errors import SloError
@@ -26,3 +27,19 @@ def load(name: str) -> str:
 def run(con, name: str, params: dict | None = None):
     """Runs a named query with DuckDB-bound parameters; returns an Arrow table."""
     return con.sql(load(name), params=params or {}).to_arrow_table()
+
+
+def events_by_signal(run_dir: Path):
+    """The first look at a fresh run: its kernel events per signal (sql/events_by_signal.sql)."""
+    import duckdb
+
+    from runfmt.schema import KERNEL_EVENTS
+
+    parts = sorted(str(p) for p in (run_dir / "kernel_events").glob("part-*.parquet"))
+    con = duckdb.connect()
+    try:
+        events = con.read_parquet(parts) if parts else con.from_arrow(KERNEL_EVENTS.empty_table())
+        events.create_view("kernel_events")
+        return run(con, "events_by_signal")
+    finally:
+        con.close()

@@ -20,7 +20,8 @@
 -- the keys: a span is listed once per bucket its band touches, an event is looked up in its
 -- own bucket only, so a busy pod or service does not make each event scan all its spans.
 -- The bucket narrows the search; the band condition alone decides a match.
--- parameters: $window_ms (integer, milliseconds, >= 1; config correlation.window_ms)
+-- parameters: $window_ms (integer, milliseconds, >= 1; config correlation.window_ms);
+--             $conf_<tier> (each tier's confidence, from analyze/correlate.py CONFIDENCE)
 -- reads: corr_events (correlate_events.sql), corr_spans (correlate_spans.sql)
 -- columns: event_no, tier (VARCHAR), confidence (DOUBLE), trace_id, span_id (the span's ids),
 --          span_duration_ns (end_ns - start_ns, ns); one row per event and tier met
@@ -75,7 +76,7 @@ svc_spans AS (
 pairs AS (  -- every (event, span) pair that meets a tier
     -- trace_id, the event names its span
     SELECT e.event_no, s.trace_id, s.span_id, s.end_ns - s.start_ns AS span_duration_ns,
-           'trace_id' AS tier, 1.0::DOUBLE AS confidence
+           'trace_id' AS tier, $conf_trace_id::DOUBLE AS confidence
     FROM corr_events e
     JOIN corr_spans s
       ON s.trace_id = e.event_trace_id AND s.span_id = e.event_span_id
@@ -83,21 +84,21 @@ pairs AS (  -- every (event, span) pair that meets a tier
     UNION ALL
     -- trace_id, the event carries only the trace
     SELECT e.event_no, s.trace_id, s.span_id, s.end_ns - s.start_ns,
-           'trace_id', 1.0::DOUBLE
+           'trace_id', $conf_trace_id::DOUBLE
     FROM corr_events e
     JOIN corr_spans s
       ON s.trace_id = e.event_trace_id AND e.event_span_id IS NULL
      AND e.ts_ns BETWEEN s.start_ns AND s.end_ns
     UNION ALL
     SELECT e.event_no, s.trace_id, s.span_id, s.end_ns - s.start_ns,
-           'pod_pid', 0.9::DOUBLE
+           'pod_pid', $conf_pod_pid::DOUBLE
     FROM corr_events e
     JOIN pid_spans s
       ON s.k8s_pod_name = e.pod AND s.process_pid = e.pid AND s.bucket = e.ts_ns // 1000000000
      AND e.ts_ns BETWEEN s.pid_lo AND s.pid_hi
     UNION ALL
     SELECT e.event_no, s.trace_id, s.span_id, s.end_ns - s.start_ns,
-           'pod_conn', 0.8::DOUBLE
+           'pod_conn', $conf_pod_conn::DOUBLE
     FROM corr_events e
     JOIN conn_spans s
       ON s.k8s_pod_name = e.pod AND s.bucket = e.ts_ns // 1000000000
@@ -106,7 +107,7 @@ pairs AS (  -- every (event, span) pair that meets a tier
      AND e.ts_ns BETWEEN s.conn_lo AND s.conn_hi
     UNION ALL
     SELECT e.event_no, s.trace_id, s.span_id, s.end_ns - s.start_ns,
-           'service_node', 0.65::DOUBLE
+           'service_node', $conf_service_node::DOUBLE
     FROM corr_events e
     JOIN pod_services p ON p.pod = e.pod
     JOIN svc_spans s

@@ -27,10 +27,10 @@ from analyze.attribution import (
     shift,
     shifts,
 )
-from analyze.cli import _Group
 from analyze.cli_score import attribute as attribute_command
 from analyze.slo import SloWindow
 from runfmt.config import load_config
+from runfmt.console import ErrorGroup
 from runfmt.contracts import validate
 from runfmt.errors import ConfigError
 from tests.analyze.fixtures_runs import make_run
@@ -189,7 +189,7 @@ def test_attribute_marks_runs_the_model_was_trained_on(tmp_path):
 
 def test_attribute_cli_writes_contract_documents(tmp_path):
     make_run(tmp_path, "dns-1")
-    group = _Group(name="sloan", commands=[attribute_command])
+    group = ErrorGroup(name="sloan", commands=[attribute_command])
     r = CliRunner().invoke(group, ["attribute", str(tmp_path), "-o", "-"])
     assert r.exit_code == 0, r.output
     docs = [json.loads(line) for line in r.output.splitlines()]

@@ -12,7 +12,6 @@ import pytest
 from click.testing import CliRunner
 
 from analyze.attribution import DOMAINS, UNKNOWN
-from analyze.cli import _Group
 from analyze.cli_score import report as report_command
 from analyze.cli_score import score as score_command
 from analyze.scoring import (
@@ -35,6 +34,7 @@ from analyze.scoring import (
 )
 from analyze.slo import RunInfo
 from runfmt.config import load_config
+from runfmt.console import ErrorGroup
 from tests.analyze.fixtures_runs import make_run
 
 S = 1_000_000_000
@@ -262,7 +262,7 @@ def test_score_runs_on_hand_made_run_directories(tmp_path):
 
 
 def _cli(*args):
-    return CliRunner().invoke(_Group(name="sloan", commands=[score_command, report_command]), list(args))
+    return CliRunner().invoke(ErrorGroup(name="sloan", commands=[score_command, report_command]), list(args))
 
 
 def test_score_cli_gate_fails_when_exploratory_and_report_is_written(tmp_path):

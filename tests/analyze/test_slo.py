@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from analyze.cli import _Group
 from analyze.cli_score import slo as slo_command
 from analyze.slo import (
     BurnScaling,
@@ -22,6 +21,7 @@ from analyze.slo import (
     workload_of,
 )
 from runfmt.config import load_config
+from runfmt.console import ErrorGroup
 from runfmt.contracts import validate
 from runfmt.errors import ConfigError
 from tests.analyze.fixtures_runs import GATEWAY_POD, NAMESPACE, NODE, T0, make_run
@@ -143,7 +143,7 @@ def test_hand_made_run_pages_in_its_fault_and_its_events_validate(tmp_path):
 
 
 def _cli(*args):
-    group = _Group(name="sloan", commands=[slo_command])
+    group = ErrorGroup(name="sloan", commands=[slo_command])
     return CliRunner().invoke(group, list(args))
 
 
