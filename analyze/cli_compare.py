@@ -222,7 +222,7 @@ def repro(runs_paths, check, json_path, skip_bad):
     """
     from rich.table import Table
 
-    from analyze.compare import reproducibility
+    from analyze.repro import reproducibility
     from analyze.gate import fmt
 
     report = reproducibility(list(runs_paths), skip_bad=skip_bad)

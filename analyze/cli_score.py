@@ -54,14 +54,6 @@ def _emit_lines(docs, output: Path, what: str) -> bool:
         raise SloError(f"cannot write {output}: {exc.strerror}", "pass a writable path, or - for stdout") from None
     click.echo(f"wrote {n:,} {what} to {output}", err=True)
     return False
-    try:
-        with open(output, "w") as fh:
-            for doc in docs:
-                fh.write(json.dumps(doc) + "\n")
-                n += 1
-    except OSError as exc:
-        raise SloError(f"cannot write {output}: {exc.strerror}", "pass a writable path, or - for stdout") from None
-    return n
 
 
 SHORT = {"ttft_ms": "ttft", "request_latency_ms": "latency", "token_throughput_tps": "tokens/s",

@@ -23,7 +23,7 @@ p-value, no effect size). Detection delay is per test run and compared like the
 other metrics. Scoring's own `exploratory` flag (fewer than 10 test runs per class)
 is kept apart (Comparison.scoring_exploratory).
 
-Baseline rule (DESIGN.md, "Statistics rules"): compare `main` vs `v0.2-rc` vs the
+Baseline rule (docs/architecture.md, "Statistics rules"): compare `main` vs `v0.2-rc` vs the
 previous stable tag; with no stable tag, the first GA anchor tag.
   * Tags come from the runs (their tag= folders). They are ordered by
     `git tag --sort=creatordate` in --repo PATH when given (tags git does not know
@@ -53,7 +53,6 @@ from pathlib import Path
 import numpy as np
 
 from analyze import stats
-from analyze.repro import CV_GATE, coefficient_of_variation
 from runfmt import queries
 from runfmt.errors import DataError, SloError
 
@@ -499,99 +498,3 @@ def _pooled(m: Metric, tags: list[str], scores: dict[str, object]) -> MetricComp
             pct=None if diff is None or not b else diff / abs(b) * 100, ci_low=None, ci_high=None,
             p_value=None, cliffs_delta=None, magnitude=None)
     return MetricComparison(m, values, n, diffs, pooled=True, tag_ci=cis)
-
-
-# --- reproducibility of reruns --------------------------------------------------------
-
-REPRO_METRICS = (
-    ("ttft_p95_ms", "TTFT p95", "ms"),
-    ("e2e_p95_ms", "E2E p95", "ms"),
-    ("error_rate", "error rate", ""),
-    ("fault_ttft_p95_ms", "fault-phase TTFT p95", "ms"),
-)
-REPRO_RERUNS = 3  # DESIGN.md: CV <= 10 % across three reruns
-
-
-@dataclass
-class ReproRow:
-    tag: str
-    scenario: str
-    seed: int | None
-    profile: str
-    metric: str
-    label: str
-    unit: str
-    runs: int
-    values: list[float]
-    mean: float | None
-    cv: float | None  # sample standard deviation / mean; None below two runs
-
-    @property
-    def flagged(self) -> bool:
-        return self.cv is not None and self.cv > CV_GATE
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "flagged": self.flagged}
-
-
-@dataclass
-class ReproReport:
-    rows: list[ReproRow]
-    notes: list[str]
-    cv_gate: float = CV_GATE
-
-    @property
-    def flagged(self) -> list[ReproRow]:
-        return [r for r in self.rows if r.flagged]
-
-    @property
-    def judged(self) -> bool:
-        """At least one metric had two or more reruns."""
-        return any(r.cv is not None for r in self.rows)
-
-    def to_dict(self) -> dict:
-        return {"cv_gate": self.cv_gate, "rows": [r.to_dict() for r in self.rows], "notes": self.notes,
-                "flagged": len(self.flagged)}
-
-
-def _cv(values: list[float]) -> float | None:
-    if len(values) >= 2 and max(values) == min(values):
-        return 0.0  # constant, also when 0 (an error rate of 0 in every rerun)
-    return coefficient_of_variation(values)
-
-
-def reproducibility(paths, *, skip_bad: bool = False) -> ReproReport:
-    """CV of key metrics across reruns of the same tag, scenario, seed and profile."""
-    runs = _open(paths, skip_bad)
-    notes = [f"skipped: {s}" for s in runs.skipped]
-    try:
-        records = _index(runs.con)
-        _fill_metrics(runs.con, records, notes)
-        fault = (_per_run(runs.con, "compare_run_requests", {"phase": "fault"})
-                 if _has_hive_columns(runs.con, "requests") else {})
-    finally:
-        runs.con.close()
-    for r in records:
-        r.values["fault_ttft_p95_ms"] = fault.get((r.tag, r.scenario, r.run), {}).get("ttft_p95_ms")
-    incomplete = [r for r in records if not r.complete]
-    if incomplete:
-        notes.append(f"{len(incomplete)} incomplete run(s) left out: " + ", ".join(str(r.path) for r in incomplete))
-    groups: dict[tuple, list[RunRecord]] = {}
-    for r in records:
-        if r.complete:
-            groups.setdefault((r.tag, r.scenario, r.seed if r.seed is not None else -1, r.profile), []).append(r)
-    rows = []
-    for (tag, scenario, seed, profile), rs in sorted(groups.items()):
-        if len(rs) < REPRO_RERUNS:
-            notes.append(f"{tag}/{scenario} seed {seed} {profile}: {len(rs)} rerun(s), "
-                         f"the reproducibility rule asks for {REPRO_RERUNS}")
-        for key, label, unit in REPRO_METRICS:
-            vals = [float(r.values[key]) for r in rs if r.values.get(key) is not None]
-            if not vals:
-                continue  # e.g. no fault phase in the baseline scenario
-            rows.append(ReproRow(tag, scenario, None if seed == -1 else seed, profile, key, label, unit,
-                                 len(vals), vals, float(np.mean(vals)), _cv(vals)))
-    if not rows:
-        raise DataError(f"no run with requests under {', '.join(str(p) for p in paths)}",
-                        "reproducibility needs lab runs (slocap lab run) with requests/")
-    return ReproReport(rows, notes)

@@ -1,6 +1,6 @@
 """Tiered correlation of kernel events with OpenTelemetry spans, one run at a time.
 
-The tiers and their confidences are the build plan's (see sql/correlate_candidates.sql):
+The tiers and their confidences (docs/architecture.md, sql/correlate_candidates.sql):
 trace_id 1.0, pod_pid 0.9, pod_conn 0.8, and service_node 0.65 for diagnostics only.
 Every kernel event is paired with one span at its best tier. Pairs of confidence >= 0.7
 enrich their span; the others, and events without any pair, form the unmatched view.

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from analyze.attribution import DOMAINS
 from analyze.scoring import ScoreResult
 from analyze.slo import SLIS, UNITS, RunSlo
+from analyze.stats import bootstrap_median_ci
 from runfmt.signals import SIGNAL_NAMES
 
 
@@ -40,17 +41,13 @@ def _metric(m) -> str:
 
 def median_ci(values: Sequence[float | None], resamples: int = 1000, seed: int = 42) -> str:
     """Median over runs with a seeded percentile-bootstrap CI95 over runs (none below 2 runs)."""
-    import numpy as np
-
-    v = np.array([x for x in values if x is not None], float)
-    if v.size == 0:
+    v = [x for x in values if x is not None]
+    if not v:
         return "–"
-    if v.size < 2:
-        return f"{np.median(v):,.0f} (no CI: 1 run)"
-    rng = np.random.default_rng(seed)
-    boot = np.median(v[rng.integers(0, v.size, (resamples, v.size))], axis=1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return f"{np.median(v):,.0f} [{lo:,.0f}, {hi:,.0f}]"
+    median, lo, hi = bootstrap_median_ci(v, resamples=resamples, seed=seed)
+    if lo is None:
+        return f"{median:,.0f} (no CI: 1 run)"
+    return f"{median:,.0f} [{lo:,.0f}, {hi:,.0f}]"
 
 
 def slo_section(slos: Sequence[RunSlo]) -> list[str]:

@@ -1,46 +1,108 @@
-"""Incident reproducibility: how much a metric varies across reruns of the
-same scenario, tag and seed (coefficient of variation, gate ≤ 10 %)."""
+"""Incident reproducibility (`sloan repro`): how much key metrics vary across reruns
+of the same tag, scenario, seed and profile (coefficient of variation, gate ≤ 10 %)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from analyze.session import open_runs
-from runfmt import queries
+from analyze.compare import (
+    RunRecord,
+    _fill_metrics,
+    _has_hive_columns,
+    _index,
+    _open,
+    _per_run,
+)
+from analyze.stats import coefficient_of_variation
+from runfmt.errors import DataError
 
 CV_GATE = 0.10
 
+REPRO_METRICS = (
+    ("ttft_p95_ms", "TTFT p95", "ms"),
+    ("e2e_p95_ms", "E2E p95", "ms"),
+    ("error_rate", "error rate", ""),
+    ("fault_ttft_p95_ms", "fault-phase TTFT p95", "ms"),
+)
+REPRO_RERUNS = 3  # docs/architecture.md: CV <= 10 % across three reruns
+
 
 @dataclass
-class Reproducibility:
+class ReproRow:
     tag: str
     scenario: str
+    seed: int | None
+    profile: str
+    metric: str
+    label: str
+    unit: str
     runs: int
-    values: list[float]  # the metric per run
+    values: list[float]
+    mean: float | None
     cv: float | None  # sample standard deviation / mean; None below two runs
 
     @property
-    def passes(self) -> bool | None:
-        return None if self.cv is None else self.cv <= CV_GATE
+    def flagged(self) -> bool:
+        return self.cv is not None and self.cv > CV_GATE
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "flagged": self.flagged}
 
 
-def coefficient_of_variation(values: list[float]) -> float | None:
-    if len(values) < 2 or np.mean(values) == 0:
-        return None
-    return float(np.std(values, ddof=1) / np.mean(values))
+@dataclass
+class ReproReport:
+    rows: list[ReproRow]
+    notes: list[str]
+    cv_gate: float = CV_GATE
+
+    @property
+    def flagged(self) -> list[ReproRow]:
+        return [r for r in self.rows if r.flagged]
+
+    @property
+    def judged(self) -> bool:
+        """At least one metric had two or more reruns."""
+        return any(r.cv is not None for r in self.rows)
+
+    def to_dict(self) -> dict:
+        return {"cv_gate": self.cv_gate, "rows": [r.to_dict() for r in self.rows], "notes": self.notes,
+                "flagged": len(self.flagged)}
 
 
-def fault_ttft_p95(paths: list[Path]) -> list[Reproducibility]:
-    runs = open_runs(paths)
+def reproducibility(paths, *, skip_bad: bool = False) -> ReproReport:
+    """CV of key metrics across reruns of the same tag, scenario, seed and profile."""
+    runs = _open(paths, skip_bad)
+    notes = [f"skipped: {s}" for s in runs.skipped]
     try:
-        rows = queries.run(runs.con, "fault_phase_ttft_p95").to_pylist()
+        records = _index(runs.con)
+        _fill_metrics(runs.con, records, notes)
+        fault = (_per_run(runs.con, "compare_run_requests", {"phase": "fault"})
+                 if _has_hive_columns(runs.con, "requests") else {})
     finally:
         runs.con.close()
-    groups: dict[tuple[str, str], list[float]] = {}
-    for r in rows:
-        groups.setdefault((r["tag"], r["scenario"]), []).append(r["ttft_p95_ms"])
-    return [Reproducibility(tag, scenario, len(v), v, coefficient_of_variation(v))
-            for (tag, scenario), v in sorted(groups.items())]
+    for r in records:
+        r.values["fault_ttft_p95_ms"] = fault.get((r.tag, r.scenario, r.run), {}).get("ttft_p95_ms")
+    incomplete = [r for r in records if not r.complete]
+    if incomplete:
+        notes.append(f"{len(incomplete)} incomplete run(s) left out: " + ", ".join(str(r.path) for r in incomplete))
+    groups: dict[tuple, list[RunRecord]] = {}
+    for r in records:
+        if r.complete:
+            groups.setdefault((r.tag, r.scenario, r.seed if r.seed is not None else -1, r.profile), []).append(r)
+    rows = []
+    for (tag, scenario, seed, profile), rs in sorted(groups.items()):
+        if len(rs) < REPRO_RERUNS:
+            notes.append(f"{tag}/{scenario} seed {seed} {profile}: {len(rs)} rerun(s), "
+                         f"the reproducibility rule asks for {REPRO_RERUNS}")
+        for key, label, unit in REPRO_METRICS:
+            vals = [float(r.values[key]) for r in rs if r.values.get(key) is not None]
+            if not vals:
+                continue  # e.g. no fault phase in the baseline scenario
+            rows.append(ReproRow(tag, scenario, None if seed == -1 else seed, profile, key, label, unit,
+                                 len(vals), vals, float(np.mean(vals)), coefficient_of_variation(vals)))
+    if not rows:
+        raise DataError(f"no run with requests under {', '.join(str(p) for p in paths)}",
+                        "reproducibility needs lab runs (slocap lab run) with requests/")
+    return ReproReport(rows, notes)

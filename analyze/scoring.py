@@ -67,6 +67,7 @@ from analyze.attribution import (
     fit,
 )
 from analyze.slo import RunInfo
+from analyze.stats import can_bootstrap, percentile_ci, resample_indices
 from runfmt.errors import DataError
 
 NONE = "none"
@@ -214,34 +215,6 @@ class Metric:
         return f"{self.value:.3f}{ci}"
 
 
-def resample_indices(strata: Sequence[str], resamples: int, seed: int) -> np.ndarray:
-    """(resamples, n) run indices drawn with replacement inside each stratum. Seeded."""
-    rng = np.random.default_rng(seed)
-    strata = list(strata)
-    groups: dict[str, list[int]] = {}
-    for i, s in enumerate(strata):
-        groups.setdefault(s, []).append(i)
-    out = np.empty((resamples, len(strata)), np.int64)
-    for b in range(resamples):
-        col = 0
-        for key in sorted(groups):
-            members = groups[key]
-            out[b, col:col + len(members)] = rng.choice(members, size=len(members), replace=True)
-            col += len(members)
-    return out
-
-
-def can_bootstrap(strata: Sequence[str]) -> bool:
-    """A resample varies only when some stratum holds two runs or more."""
-    return any(n >= 2 for n in (list(strata).count(s) for s in set(strata)))
-
-
-def percentile_ci(values: Sequence[float | None]) -> tuple[float, float] | None:
-    v = np.array([x for x in values if x is not None and not math.isnan(x)], float)
-    if v.size < 2:
-        return None
-    lo, hi = np.percentile(v, [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 def _median(values: Sequence[float | None]) -> float | None:

@@ -22,6 +22,7 @@ Pure numpy/scipy; no I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -154,3 +155,64 @@ def is_regression(d: Difference, max_pct: float, *, higher_is_worse: bool = True
     if higher_is_worse:
         return d.pct > max_pct and d.ci_low > 0 and d.cliffs_delta > 0
     return -d.pct > max_pct and d.ci_high < 0 and d.cliffs_delta < 0
+
+
+# --- the other bootstraps of the analyzer and the benchmarks, all here ---------------
+
+
+def bootstrap_median_ci(values: Sequence[float], *, resamples: int = RESAMPLES, seed: int = SEED,
+                        confidence: float = CONFIDENCE) -> tuple[float, float | None, float | None]:
+    """(median, low, high): the sample median and a percentile-bootstrap interval of it,
+    resampling the values with replacement. No interval (None) below two values."""
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError("need a non-empty 1-d sample")
+    median = float(np.median(x))
+    if x.size < 2:
+        return median, None, None
+    medians = _resample_medians(x, None, np.random.default_rng(seed), resamples)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(medians, [alpha, 1 - alpha])
+    return median, float(low), float(high)
+
+
+def resample_indices(strata: Sequence[str], resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n) indices drawn with replacement inside each stratum. Seeded."""
+    rng = np.random.default_rng(seed)
+    strata = list(strata)
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(strata):
+        groups.setdefault(s, []).append(i)
+    out = np.empty((resamples, len(strata)), np.int64)
+    for b in range(resamples):
+        col = 0
+        for key in sorted(groups):
+            members = groups[key]
+            out[b, col:col + len(members)] = rng.choice(members, size=len(members), replace=True)
+            col += len(members)
+    return out
+
+
+def can_bootstrap(strata: Sequence[str]) -> bool:
+    """A resample varies only when some stratum holds two values or more."""
+    return any(n >= 2 for n in (list(strata).count(s) for s in set(strata)))
+
+
+def percentile_ci(values: Sequence[float | None]) -> tuple[float, float] | None:
+    """The 2.5th and 97.5th percentile of bootstrap replicates (None and NaN left out)."""
+    v = np.array([x for x in values if x is not None and not math.isnan(x)], float)
+    if v.size < 2:
+        return None
+    lo, hi = np.percentile(v, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def coefficient_of_variation(values: Sequence[float]) -> float | None:
+    """Sample standard deviation / mean. 0 when every value is equal (an error rate of
+    0 in every rerun included); None below two values or for a zero mean."""
+    if len(values) < 2:
+        return None
+    if max(values) == min(values):
+        return 0.0
+    mean = float(np.mean(values))
+    return None if mean == 0 else float(np.std(values, ddof=1) / mean)

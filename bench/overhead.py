@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Overhead benchmark: what `slocap record` with every signal costs the machine,
-as a paired ratio with and without the recorder (DESIGN.md, "Statistics rules").
+as a paired ratio with and without the recorder (docs/architecture.md, "Statistics rules").
 
 Design. A fixed amount of work runs once WITH a tool attached and once WITHOUT,
 per pair, in a seeded random order; the pairs of all experiments are shuffled
@@ -59,10 +59,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from analyze.stats import bootstrap_median_ci  # noqa: E402
 from runfmt.errors import SloError  # noqa: E402
+from runfmt.signals import SIGNAL_NAMES  # noqa: E402
 
 WORKLOAD = ROOT / "bench" / "workload.py"
-ALL_SIGNALS = "dns,retransmit,connect,runqueue,cpu_steal,tls,mem_reclaim"
+ALL_SIGNALS = ",".join(SIGNAL_NAMES)
 PEER_PACKAGE = "libbpf-tools"
 GATES_PCT = {"dev": 5.0, "GA": 3.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -79,24 +81,6 @@ def paired_ratios(with_: Sequence[float], without: Sequence[float]) -> np.ndarra
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and np.all(b > 0) and np.all(a >= 0)):
         raise ValueError("paired samples must be finite, 'with' >= 0 and 'without' > 0")
     return a / b
-
-
-def bootstrap_median_ci(values: Sequence[float], *, resamples: int = 10_000, seed: int = 42,
-                        level: float = 0.95) -> tuple[float, float, float]:
-    """(median, low, high): the sample median and a percentile-bootstrap CI of it,
-    resampling the values (pairs) with replacement. CI is (nan, nan) below 2 values."""
-    x = np.asarray(values, dtype=float)
-    if x.ndim != 1 or len(x) == 0:
-        raise ValueError("need a non-empty 1-d sample")
-    median = float(np.median(x))
-    if len(x) < 2:
-        return median, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(resamples, len(x)))
-    medians = np.median(x[idx], axis=1)
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(medians, [tail, 1.0 - tail])
-    return median, float(low), float(high)
 
 
 @dataclass(frozen=True)
@@ -116,6 +100,8 @@ def summarize(with_: Sequence[float], without: Sequence[float], *, resamples: in
               seed: int = 42) -> Summary:
     ratios = paired_ratios(with_, without)
     median, low, high = bootstrap_median_ci(ratios, resamples=resamples, seed=seed)
+    if low is None:  # one pair: no interval
+        low = high = float("nan")
     return Summary(len(ratios), (median - 1) * 100, (low - 1) * 100, (high - 1) * 100)
 
 
@@ -541,15 +527,16 @@ def _synthetic_workload(a: argparse.Namespace, scratch: Path) -> list[str]:
 def _lab_workload(a: argparse.Namespace, scratch: Path) -> tuple[list[str], list[str], Path]:
     """The lab up once (torn down by main()); per run, the load generator alone.
     Returns the load command, the recorder's lab arguments and the lab's cgroup."""
-    from replay.runner import _record_config, _start_services
+    from replay.runner import record_config, start_services
     from replay.topology import Topology
     from runfmt.config import load_config
 
     say(f"setting up lab {a.lab_index} (namespaces, pod cgroups, services)")
     a._lab = Topology(a.lab_index)
     a._lab.__enter__()
-    url = _start_services(a._lab, a.seed)
-    config = _record_config(load_config(None), a._lab.host_ip, scratch / "record.json")
+    cfg = load_config(None)
+    url = start_services(a._lab, a.seed, cfg)
+    config = record_config(cfg, a._lab.host_ip, scratch / "record.json")
     cmd = [sys.executable, "-m", "replay.loadgen", "--url", url, "--profile", "rag_mixed_20rps",
            "--seconds", f"{a.seconds:g}", "--seed", str(a.seed), "--json"]
     recorder_args = ["--config", str(config), "--pods", str(a._lab.pods_file),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Incident reproducibility: reruns each scenario three times with the same
 seed and prints the coefficient of variation of the fault-phase TTFT p95
-across the reruns. Gate: ≤ 10 % (DESIGN.md, statistics rules).
+across the reruns. Gate: ≤ 10 % (docs/architecture.md, "Statistics rules").
 
 Usage (root; about 1 minute per smoke rep):
   .venv/bin/python bench/repro.py --scenarios dns_latency,tcp_loss,cpu_contention --out runs/repro
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analyze.repro import CV_GATE, fault_ttft_p95  # noqa: E402
+from analyze.repro import CV_GATE, reproducibility  # noqa: E402
 
 
 def main() -> None:
@@ -44,11 +44,13 @@ def main() -> None:
         root = a.out
     print(f"{'tag':8} {'scenario':34} {'runs':>4}  {'fault TTFT p95 per run (ms)':40} {'CV':>7}  gate ≤ {CV_GATE:.0%}")
     failed = False
-    for r in fault_ttft_p95([root]):
+    for r in reproducibility([root]).rows:
+        if r.metric != "fault_ttft_p95_ms":
+            continue
         values = ", ".join(f"{v:.0f}" for v in r.values)
         cv = "n/a" if r.cv is None else f"{r.cv:.1%}"
-        verdict = "n/a (< 2 runs)" if r.passes is None else "pass" if r.passes else "FAIL"
-        failed |= r.passes is False
+        verdict = "n/a (< 2 runs)" if r.cv is None else "FAIL" if r.flagged else "pass"
+        failed |= r.flagged
         print(f"{r.tag:8} {r.scenario:34} {r.runs:>4}  {values:40} {cv:>7}  {verdict}")
     sys.exit(1 if failed else 0)
 

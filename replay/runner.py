@@ -26,17 +26,17 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from capture.signals import SIGNALS
 from replay import certs, faults
 from replay.loadgen import Summary, run_load
 from replay.profiles import PROFILES, schedule_phases
 from replay.topology import Topology
+from runfmt.signals import SIGNAL_NAMES
 from runfmt.errors import CaptureError, ConfigError
 from runfmt.runs import new_run_id, run_dir_for
 from runfmt.schema import LABELS
 
 LOAD_PROFILE = "rag_mixed_20rps"
-# phases in seconds: `full` as the build plan fixes it, `smoke` short enough for CI
+# phases in seconds: `full` the canonical lengths (docs/architecture.md), `smoke` short enough for CI
 PHASES = {
     "full": (("baseline", 600.0), ("fault", 600.0), ("recovery", 300.0)),
     "smoke": (("baseline", 15.0), ("fault", 15.0), ("recovery", 10.0)),
@@ -58,7 +58,7 @@ class LabOptions:
     config: dict
     seed: int = 42
     lab_index: int = 0
-    signals: tuple[str, ...] = tuple(SIGNALS)
+    signals: tuple[str, ...] = SIGNAL_NAMES
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scenarios if s not in scenario_names()]
@@ -94,9 +94,14 @@ def _python(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def _start_services(lab: Topology, seed: int) -> str:
-    """Starts the four services; returns the gateway's URL."""
-    otlp = f"http://{lab.host_ip}:4318/v1/traces"
+def _port(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def start_services(lab: Topology, seed: int, cfg: dict) -> str:
+    """Starts the four services, exporting spans to the recorder's OTLP/HTTP port of
+    config `cfg`; returns the gateway's URL."""
+    otlp = f"http://{lab.host_ip}:{_port(cfg['otlp']['endpoint'])}/v1/traces"
     common = ["--seed", str(seed), "--otlp-endpoint", otlp]
     cert, key = certs.make_self_signed(lab.workdir / "tls")
     zone = lab.workdir / "zone.json"
@@ -148,11 +153,11 @@ class _FaultClock(threading.Thread):
         self._cancel.set()
 
 
-def _record_config(cfg: dict, host_ip: str, path: Path) -> Path:
+def record_config(cfg: dict, host_ip: str, path: Path) -> Path:
     cfg = copy.deepcopy(cfg)
     # the services live in other namespaces: the receiver listens on the bridge
-    cfg["otlp"]["endpoint"] = f"{host_ip}:4318"
-    cfg["otlp"]["grpc_endpoint"] = f"{host_ip}:4317"
+    cfg["otlp"]["endpoint"] = f"{host_ip}:{_port(cfg['otlp']['endpoint'])}"
+    cfg["otlp"]["grpc_endpoint"] = f"{host_ip}:{_port(cfg['otlp']['grpc_endpoint'])}"
     path.write_text(json.dumps(cfg))
     return path
 
@@ -171,7 +176,7 @@ class _Recorder:
         argv = [str(Path(sys.executable).parent / "slocap"), "record", "--out", str(opts.runs_root),
                 "--tag", opts.tag, "--scenario", scenario, "--run-id", self.run_id,
                 "--signals", ",".join(opts.signals), "--mode", "core",
-                "--config", str(_record_config(opts.config, lab.host_ip, lab.workdir / "record.json")),
+                "--config", str(record_config(opts.config, lab.host_ip, lab.workdir / "record.json")),
                 "--pods", str(lab.pods_file), "--cgroup", str(lab.cgroup_root),
                 "--seed", str(opts.seed), "--profile", opts.profile,
                 "--phases", ",".join(f"{name}={secs:g}" for name, secs in phases)]
@@ -217,7 +222,7 @@ def run_one(opts: LabOptions, scenario: str, rep: int,
     with Topology(opts.lab_index) as lab:
         recorder = _Recorder(opts, scenario, lab, phases)
         try:
-            url = _start_services(lab, opts.seed)
+            url = start_services(lab, opts.seed, opts.config)
             injector = faults.build(scenario, lab) if scenario != BASELINE else None
             planned = schedule_phases(PROFILES[LOAD_PROFILE], opts.seed, list(phases))
             baseline_s = phases[0][1]

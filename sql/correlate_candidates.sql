@@ -1,7 +1,7 @@
 -- correlate_candidates: step 3 of correlation. For each kernel event and each tier it meets,
 -- the tier's best span: the shortest, then the smallest span_id (then trace_id). Reducing per
 -- tier here keeps the table at most 4 rows per event however many spans a tier matches.
--- Tiers, as the build plan fixes them (boundaries inclusive):
+-- Tiers, as docs/architecture.md fixes them (boundaries inclusive):
 --   trace_id      1.0   the event carries the span's trace_id and span_id, or only the trace_id
 --                       (then the innermost span of that trace, taken as the shortest), and
 --                       ts_ns lies inside [start_ns, end_ns]

@@ -25,7 +25,6 @@ from analyze.scoring import (
     exploratory_reasons,
     metrics_from_counts,
     prf,
-    resample_indices,
     run_counts,
     score_runs,
     split_runs,
@@ -33,6 +32,7 @@ from analyze.scoring import (
     window_truth,
 )
 from analyze.slo import RunInfo
+from analyze.stats import resample_indices
 from runfmt.config import load_config
 from runfmt.console import ErrorGroup
 from tests.analyze.fixtures_runs import make_run

@@ -14,6 +14,7 @@ from scipy.stats import mannwhitneyu, norm
 
 from analyze.stats import (
     Difference,
+    bootstrap_median_ci,
     bootstrap_median_diff,
     cliffs_delta,
     compare_samples,
@@ -179,3 +180,31 @@ def test_is_regression_when_lower_is_worse():
     # tokens/s: 12 % lower is a regression, 12 % higher is not
     assert is_regression(_diff(-12, -20, -4, -0.6), 5, higher_is_worse=False)
     assert not is_regression(_diff(12, 4, 20, 0.6), 5, higher_is_worse=False)
+
+
+# --- the median bootstrap of reports and the overhead benchmark (generated samples) ---
+
+
+def test_bootstrap_is_deterministic_for_a_seed():
+    x = np.random.default_rng(4).normal(1.0, 0.05, 20)  # generated
+    first = bootstrap_median_ci(x, seed=42)
+    np.random.seed(7)  # the global generator plays no part
+    np.random.random(100)
+    assert bootstrap_median_ci(x, seed=42) == first
+    # another seed moves the CI of a median little or not at all (it sits on order statistics)
+    other = bootstrap_median_ci(x, seed=43)
+    assert other[0] == first[0] and abs(other[1] - first[1]) < 0.02 and abs(other[2] - first[2]) < 0.02
+
+
+def test_bootstrap_median_is_the_sample_median_and_inside_its_ci():
+    x = np.random.default_rng(5).lognormal(0, 0.05, 21)  # generated
+    median, low, high = bootstrap_median_ci(x, resamples=10_000, seed=42)
+    assert median == float(np.median(x))
+    assert low <= median <= high
+
+
+def test_bootstrap_of_one_value_has_no_ci():
+    median, low, high = bootstrap_median_ci([1.03])
+    assert median == 1.03 and low is None and high is None
+    with pytest.raises(ValueError):
+        bootstrap_median_ci([])

@@ -3,14 +3,11 @@ every sample here is drawn from a seeded random generator, none is measured."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 from bench.overhead import (
     Summary,
-    bootstrap_median_ci,
     gate_verdict,
     paired_ratios,
     schedule,
@@ -78,31 +75,6 @@ def test_pairing_removes_drift_between_pairs():
     with_, without = generated_pairs(20, shift=0.05, noise=0.01, seed=3)
     s = summarize(with_, without, seed=42)
     assert s.high_pct - s.low_pct < 3.0
-
-
-def test_bootstrap_is_deterministic_for_a_seed():
-    x = np.random.default_rng(4).normal(1.0, 0.05, 20)  # generated
-    first = bootstrap_median_ci(x, seed=42)
-    np.random.seed(7)  # the global generator plays no part
-    np.random.random(100)
-    assert bootstrap_median_ci(x, seed=42) == first
-    # another seed moves the CI of a median little or not at all (it sits on order statistics)
-    other = bootstrap_median_ci(x, seed=43)
-    assert other[0] == first[0] and abs(other[1] - first[1]) < 0.02 and abs(other[2] - first[2]) < 0.02
-
-
-def test_bootstrap_median_is_the_sample_median_and_inside_its_ci():
-    x = np.random.default_rng(5).lognormal(0, 0.05, 21)  # generated
-    median, low, high = bootstrap_median_ci(x, resamples=10_000, seed=42)
-    assert median == float(np.median(x))
-    assert low <= median <= high
-
-
-def test_bootstrap_of_one_value_has_no_ci():
-    median, low, high = bootstrap_median_ci([1.03])
-    assert median == 1.03 and math.isnan(low) and math.isnan(high)
-    with pytest.raises(ValueError):
-        bootstrap_median_ci([])
 
 
 def test_gate_verdict_reads_the_whole_ci():
