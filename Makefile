@@ -75,7 +75,7 @@ demo: setup
 	rm -rf runs/tag=demo
 	$(VENV)/bin/slocap lab run $(NIGHTLY) --tag demo --profile smoke --out runs
 	$(VENV)/bin/sloan sql --named phase_summary --runs runs/tag=demo
-	$(VENV)/bin/sloan correlate runs/tag=demo
+	$(VENV)/bin/sloan correlate --runs runs/tag=demo
 
 # The committed labelled set: every fault and the baseline twice, each mixed
 # pair once (smoke), compacted to about 20 MB. REPS=10 MIXED_REPS=10

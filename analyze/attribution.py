@@ -227,7 +227,7 @@ class Model:
             weights = {k: float(d["weights"][k]) for k in DOMAINS}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{source}: not an attribution model: {exc}",
-                              "write one with 'sloan score RUNS... --save-model FILE'") from None
+                              "write one with 'sloan score --runs RUNS --save-model FILE'") from None
         return cls(intercepts, weights, dict(d.get("trained") or {}))
 
     def save(self, path: Path) -> None:
@@ -239,7 +239,7 @@ class Model:
             doc = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model {path}: cannot read: {exc}",
-                              "write one with 'sloan score RUNS... --save-model FILE'") from None
+                              "write one with 'sloan score --runs RUNS --save-model FILE'") from None
         return cls.from_dict(doc, str(path))
 
 

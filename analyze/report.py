@@ -1,4 +1,4 @@
-"""The Markdown report of `sloan report RUNS... -o report.md`: the runs (mode and per-signal
+"""The Markdown report of `sloan report --runs RUNS -o report.md`: the runs (mode and per-signal
 flags of each), the SLO summary, the attribution and correlation scores with CI95, the class
 balance, the split and the exploratory flag. Pure text building; no terminal output.
 """

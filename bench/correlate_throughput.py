@@ -367,7 +367,7 @@ def generate_run(run_dir: Path, n_events: int, n_spans: int, *, seed: int = 42, 
 # --- the DuckDB path, as `sloan correlate` runs it -------------------------------------------
 
 def correlate_duckdb(run_dir: Path, window_ms: int = DEFAULT_WINDOW_MS) -> dict:
-    """analyze.correlate.correlate, what `sloan correlate RUN` calls; writes the outputs beside the run."""
+    """analyze.correlate.correlate, what `sloan correlate --runs RUN` calls; writes the outputs beside the run."""
     from analyze.correlate import correlate
 
     summary = correlate([run_dir], window_ms=window_ms, write=True)

@@ -34,8 +34,13 @@ nightly-smoke: setup
 	@mkdir -p $(CI_OUT)
 	$(VENV)/bin/slocap lab run $(foreach s,$(NIGHTLY_SCENARIOS),--scenario $(s)) --reps $(NIGHTLY_REPS) \
 	  --tag $(NIGHTLY_TAG) --profile smoke --out $(NIGHTLY_RUNS) --lab-index $(LAB_INDEX)
-	$(VENV)/bin/sloan score $(NIGHTLY_RUNS)
-	$(VENV)/bin/sloan repro $(NIGHTLY_RUNS) $(REPRO_FLAGS) --json $(CI_OUT)/nightly-repro.json
+	$(VENV)/bin/sloan score --runs $(NIGHTLY_RUNS)
+	$(VENV)/bin/sloan repro --runs $(NIGHTLY_RUNS) $(REPRO_FLAGS) --json $(CI_OUT)/nightly-repro.json
+# artifacts keep scrubbed runs only (docs/scrub.md); the key stays outside CI_OUT, so pseudonyms
+# join across nights on this runner and cannot be reversed from the artifacts
+	@mkdir -p build && test -s build/ci-scrub.key || (umask 077 && head -c 32 /dev/urandom > build/ci-scrub.key)
+	rm -rf $(CI_OUT)/runs-scrubbed
+	$(VENV)/bin/sloan scrub --runs $(NIGHTLY_RUNS) --out $(CI_OUT)/runs-scrubbed --key build/ci-scrub.key
 
 weekly-full: setup
 	@mkdir -p $(CI_OUT)

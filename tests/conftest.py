@@ -104,3 +104,14 @@ def recording(tmp_path):
         session.events = read_events(rec.run_dir)
 
     return start
+
+
+@pytest.fixture
+def sloan():
+    """sloan in-process: `sloan("score", "--runs", path)` -> click's Result."""
+    from click.testing import CliRunner
+
+    from analyze.cli import main
+
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, [str(a) for a in args])

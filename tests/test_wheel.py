@@ -90,16 +90,16 @@ def test_every_sloan_command_runs_from_the_wheel(installed, runs):
     assert json.loads(out.splitlines()[0])["n"] > 0  # JSON lines
     assert "scenario" in _run(installed, "sloan", "sql", "--named", "phase_summary", "--runs", main,
                               "--format", "csv").stdout
-    assert json.loads(_run(installed, "sloan", "correlate", main, "--json").stdout)["events"] > 0
-    _run(installed, "sloan", "slo", main)
-    _run(installed, "sloan", "attribute", main)
-    _run(installed, "sloan", "score", main)
-    _run(installed, "sloan", "report", main, "-o", "report.md")
+    assert json.loads(_run(installed, "sloan", "correlate", "--runs", main, "--json").stdout)["events"] > 0
+    _run(installed, "sloan", "slo", "--runs", main)
+    _run(installed, "sloan", "attribute", "--runs", main)
+    _run(installed, "sloan", "score", "--runs", main)
+    _run(installed, "sloan", "report", "--runs", main, "-o", "report.md")
     assert (installed / "work" / "report.md").stat().st_size > 0
     _run(installed, "sloan", "compare", "main", "v0.2-rc", "--runs", str(runs))
     _run(installed, "sloan", "gate", "--runs", str(runs), "--base", "main", "--candidate", "v0.2-rc",
          "--allow-exploratory", ok=(0, 1))
-    _run(installed, "sloan", "repro", main)
+    _run(installed, "sloan", "repro", "--runs", main)
 
 
 def test_slocap_commands_run_from_the_wheel(installed):

@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from analyze.attribution import (
     DOMAINS,
@@ -27,10 +26,8 @@ from analyze.attribution import (
     shift,
     shifts,
 )
-from analyze.cli_score import attribute as attribute_command
 from analyze.slo import SloWindow
 from runfmt.config import load_config
-from runfmt.console import ErrorGroup
 from runfmt.contracts import validate
 from runfmt.errors import ConfigError
 from tests.analyze.fixtures_runs import make_run
@@ -187,14 +184,13 @@ def test_attribute_marks_runs_the_model_was_trained_on(tmp_path):
     assert result.to_dict()["runs"][0]["seen_in_training"] is True
 
 
-def test_attribute_cli_writes_contract_documents(tmp_path):
+def test_attribute_cli_writes_contract_documents(tmp_path, sloan):
     make_run(tmp_path, "dns-1")
-    group = ErrorGroup(name="sloan", commands=[attribute_command])
-    r = CliRunner().invoke(group, ["attribute", str(tmp_path), "-o", "-"])
+    r = sloan("attribute", "--runs", tmp_path, "-o", "-")
     assert r.exit_code == 0, r.output
     docs = [json.loads(line) for line in r.output.splitlines()]
     assert [d["predicted_fault_domain"] for d in docs] == ["network_dns"] * 3 + [UNKNOWN]
     for d in docs:
         validate("v1/incident-attribution", d)
-    r = CliRunner().invoke(group, ["attribute", str(tmp_path), "--model", str(tmp_path / "none.json")])
+    r = sloan("attribute", "--runs", tmp_path, "--model", tmp_path / "none.json")
     assert r.exit_code == 1 and "error: model" in r.output and "cannot read" in r.output

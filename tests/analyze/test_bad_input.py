@@ -48,12 +48,12 @@ def _args(command: str, path: Path, tmp_path: Path) -> list[str]:
     p = str(path)
     return {
         "sql": ["sql", "SELECT count(*) FROM requests", "--runs", p],
-        "correlate": ["correlate", p],
-        "slo": ["slo", p],
-        "attribute": ["attribute", p],
-        "score": ["score", p, "--resamples", "100"],
-        "report": ["report", p, "-o", str(tmp_path / "report.md")],
-        "repro": ["repro", p],
+        "correlate": ["correlate", "--runs", p],
+        "slo": ["slo", "--runs", p],
+        "attribute": ["attribute", "--runs", p],
+        "score": ["score", "--runs", p, "--resamples", "100"],
+        "report": ["report", "--runs", p, "-o", str(tmp_path / "report.md")],
+        "repro": ["repro", "--runs", p],
         "compare": ["compare", "main", "next", "--runs", p, "--resamples", "100"],
         "gate": ["gate", "--runs", p, "--base", "main", "--candidate", "next", "--resamples", "100"],
     }[command]

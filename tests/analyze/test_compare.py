@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from analyze.cli_compare import compare, gate, repro
+from analyze.cli.compare import compare, gate
+from analyze.cli.repro import repro
 from analyze.compare import (
     baseline_rule,
     compare_tags,
@@ -368,7 +369,7 @@ def test_repro_flags_a_metric_that_varies_more_than_10_percent(tmp_path):
         make_run(tmp_path, "main", f"steady-{k}", scenario="dns_latency", ttft=level)
     for k, level in enumerate((500, 800, 350)):
         make_run(tmp_path, "main", f"noisy-{k}", scenario="tcp_loss", ttft=level)
-    r = invoke(repro, tmp_path, "--json", "-")
+    r = invoke(repro, "--runs", tmp_path, "--json", "-")
     assert r.exit_code == 0, r.output
     rows = {(x["scenario"], x["metric"]): x for x in json.loads(r.output)["rows"]}
     assert rows[("dns_latency", "ttft_p95_ms")]["cv"] == pytest.approx(0.02)
@@ -376,14 +377,14 @@ def test_repro_flags_a_metric_that_varies_more_than_10_percent(tmp_path):
     assert rows[("dns_latency", "error_rate")]["cv"] == 0.0  # 0 in every rerun
     assert rows[("tcp_loss", "ttft_p95_ms")]["flagged"] and rows[("tcp_loss", "fault_ttft_p95_ms")]["flagged"]
     assert rows[("tcp_loss", "ttft_p95_ms")]["runs"] == 3
-    r = invoke(repro, tmp_path, "--check")
+    r = invoke(repro, "--runs", tmp_path, "--check")
     assert r.exit_code == 1
     assert "3 of 8 metric(s) flagged." in r.output
 
 
 def test_repro_with_one_run_per_group_cannot_judge(tmp_path):
     make_run(tmp_path, "main", "once")
-    r = invoke(repro, tmp_path, "--check")
+    r = invoke(repro, "--runs", tmp_path, "--check")
     assert r.exit_code == 2
     assert "n/a (< 2 runs)" in r.output
     assert "note: main/dns_latency seed 42 smoke: 1 rerun(s), the reproducibility rule asks for 3" in r.output

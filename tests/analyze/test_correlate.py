@@ -649,12 +649,12 @@ def test_every_pair_lies_within_its_tier_and_the_window(con, run, window_ms):
 # --- CLI ------------------------------------------------------------------------------------
 
 def test_cli_json_and_table(runs):
-    r = CliRunner().invoke(main, ["correlate", str(runs), "--json"])
+    r = CliRunner().invoke(main, ["correlate", "--runs", str(runs), "--json"])
     assert r.exit_code == 0, r.output
     got = json.loads(r.output)
     assert (got["window_ms"], got["events"], got["matched"], got["unmatched"]) == (500, 28, 15, 13)
     assert got["tiers"] == {"trace_id": 5, "pod_pid": 7, "pod_conn": 3, "service_node": 7}
-    r = CliRunner().invoke(main, ["correlate", str(runs / "tag=t" / "scenario=s" / "run=r1"), "--window-ms", "99"])
+    r = CliRunner().invoke(main, ["correlate", "--runs", str(runs / "tag=t" / "scenario=s" / "run=r1"), "--window-ms", "99"])
     assert r.exit_code == 0, r.output
     assert "correlation, window 99 ms, 1 run(s)" in r.output
     assert "service_node" in r.output and "diagnostic only" in r.output
@@ -663,17 +663,20 @@ def test_cli_json_and_table(runs):
 def test_cli_window_from_config(runs, tmp_path):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"correlation": {"window_ms": 120}}))
-    r = CliRunner().invoke(main, ["correlate", str(runs), "--config", str(cfg), "--json"])
+    r = CliRunner().invoke(main, ["correlate", "--runs", str(runs), "--config", str(cfg), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["window_ms"] == 120
 
 
-def test_cli_errors(tmp_path):
-    r = CliRunner().invoke(main, ["correlate", str(tmp_path / "nope")])
+def test_cli_errors(tmp_path, monkeypatch):
+    r = CliRunner().invoke(main, ["correlate", "--runs", str(tmp_path / "nope")])
     assert r.exit_code == 1
     assert f"error: {tmp_path / 'nope'} does not exist" in r.output
-    r = CliRunner().invoke(main, ["correlate", str(tmp_path), "--window-ms", "0"])
+    r = CliRunner().invoke(main, ["correlate", "--runs", str(tmp_path), "--window-ms", "0"])
     assert r.exit_code == 2
     assert "0 is not in the range 1<=x<=60000" in r.output
-    r = CliRunner().invoke(main, ["correlate"])
-    assert r.exit_code == 2 and "Missing argument 'RUN...'" in r.output
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["correlate"])  # --runs defaults to ./runs
+    assert r.exit_code == 1 and "error: runs does not exist" in r.output
+    r = CliRunner().invoke(main, ["correlate", str(tmp_path)])  # the old spelling
+    assert r.exit_code == 2 and f"runs are given with --runs: sloan correlate --runs {tmp_path}" in r.output

@@ -9,11 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from analyze.attribution import DOMAINS, UNKNOWN
-from analyze.cli_score import report as report_command
-from analyze.cli_score import score as score_command
 from analyze.scoring import (
     NONE,
     CorrelationCounts,
@@ -34,7 +31,6 @@ from analyze.scoring import (
 from analyze.slo import RunInfo
 from analyze.stats import resample_indices
 from runfmt.config import load_config
-from runfmt.console import ErrorGroup
 from tests.analyze.fixtures_runs import make_run
 
 S = 1_000_000_000
@@ -261,23 +257,19 @@ def test_score_runs_on_hand_made_run_directories(tmp_path):
     assert again.to_dict()["precision"] == result.to_dict()["precision"]
 
 
-def _cli(*args):
-    return CliRunner().invoke(ErrorGroup(name="sloan", commands=[score_command, report_command]), list(args))
-
-
-def test_score_cli_gate_fails_when_exploratory_and_report_is_written(tmp_path):
+def test_score_cli_gate_fails_when_exploratory_and_report_is_written(tmp_path, sloan):
     make_run(tmp_path / "runs", "dns-0", seed=0)
     make_run(tmp_path / "runs", "dns-1", seed=1)
-    r = _cli("score", str(tmp_path / "runs"), "--json", "--resamples", "100",
+    r = sloan("score", "--runs", str(tmp_path / "runs"), "--json", "--resamples", "100",
              "--save-model", str(tmp_path / "model.json"))
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["exploratory"] is True and doc["gate"]["passed"] is False
     assert json.loads((tmp_path / "model.json").read_text())["trained"]["runs"] == doc["train_runs"]
-    r = _cli("score", str(tmp_path / "runs"), "--gate", "--resamples", "100")
+    r = sloan("score", "--runs", str(tmp_path / "runs"), "--gate", "--resamples", "100")
     assert r.exit_code == 1
     assert "error: attribution gate failed: exploratory: class network_dns has 1 test run(s) < 10" in r.output
-    r = _cli("report", str(tmp_path / "runs"), "-o", str(tmp_path / "report.md"))
+    r = sloan("report", "--runs", str(tmp_path / "runs"), "-o", str(tmp_path / "report.md"))
     assert r.exit_code == 0, r.output
     text = (tmp_path / "report.md").read_text()
     for heading in ("## Runs", "## SLO summary", "## Attribution scores", "### Confusion matrix",

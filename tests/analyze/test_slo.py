@@ -8,9 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from analyze.cli_score import slo as slo_command
 from analyze.slo import (
     BurnScaling,
     Thresholds,
@@ -21,7 +19,6 @@ from analyze.slo import (
     workload_of,
 )
 from runfmt.config import load_config
-from runfmt.console import ErrorGroup
 from runfmt.contracts import validate
 from runfmt.errors import ConfigError
 from tests.analyze.fixtures_runs import GATEWAY_POD, NAMESPACE, NODE, T0, make_run
@@ -142,32 +139,27 @@ def test_hand_made_run_pages_in_its_fault_and_its_events_validate(tmp_path):
     assert e["trace_id"] and e["request_id"] == "r-0000" and e["labels"]["phase"] == "baseline"
 
 
-def _cli(*args):
-    group = ErrorGroup(name="sloan", commands=[slo_command])
-    return CliRunner().invoke(group, list(args))
-
-
-def test_cli_writes_contract_events_and_json(tmp_path):
+def test_cli_writes_contract_events_and_json(tmp_path, sloan):
     run_dir = make_run(tmp_path, "dns-1")
-    r = _cli("slo", str(run_dir), "-o", "-")
+    r = sloan("slo", "--runs", str(run_dir), "-o", "-")
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     assert len(lines) == 1440
     validate("v1/slo-event", json.loads(lines[-1]))
-    r = _cli("slo", str(tmp_path), "--json")
+    r = sloan("slo", "--runs", str(tmp_path), "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["runs"][0]["scaling"]["windows_s"]["long_fast"] == 6.0
     assert doc["runs"][0]["violating_windows"] == [6, 7, 8, 9]
 
 
-def test_cli_names_a_missing_run(tmp_path):
-    r = _cli("slo", str(tmp_path / "nope"))
+def test_cli_names_a_missing_run(tmp_path, sloan):
+    r = sloan("slo", "--runs", str(tmp_path / "nope"))
     assert r.exit_code == 1
     assert f"error: {tmp_path / 'nope'} does not exist" in r.output
 
 
-def test_cli_rejects_a_budget_outside_zero_one(tmp_path):
-    r = _cli("slo", str(make_run(tmp_path, "dns-1")), "--budget", "1.5")
+def test_cli_rejects_a_budget_outside_zero_one(tmp_path, sloan):
+    r = sloan("slo", "--runs", str(make_run(tmp_path, "dns-1")), "--budget", "1.5")
     assert r.exit_code == 2 and isinstance(r.exception, SystemExit)
     assert "--budget" in r.output

@@ -13,32 +13,31 @@ rest of sloan: `error: what failed` and the fix on the next line.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
 
 import click
 
+from analyze.cli.options import (
+    command,
+    config_option,
+    console,
+    emit_json,
+    json_option,
+    load_config,
+    profile_option,
+    resamples_option,
+    runs_option,
+    scenario_option,
+    seed_option,
+    skip_bad_option,
+    write_text,
+)
 from runfmt.console import print_error
 from runfmt.errors import ExitCode, SloError
 
-_runs_option = click.option(
-    "--runs", "runs_paths", multiple=True, type=click.Path(path_type=Path), default=[Path("runs")],
-    show_default=True, help="Runs root or run directory (repeatable); every run below it is read.")
-_profile_option = click.option("--profile", default=None,
-                               help="Use only runs of this profile (smoke, full); needed when a tag mixes them.")
-_scenario_option = click.option("--scenario", "scenarios", multiple=True,
-                                help="Use only runs of this scenario (repeatable).")
-_config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-                              default=None, help="JSON config merged over config/defaults.json.")
-_seed_option = click.option("--seed", type=int, default=42, show_default=True, help="Seed of the bootstrap.")
-_resamples_option = click.option("--resamples", type=click.IntRange(100, 1_000_000), default=10_000,
-                                 show_default=True, help="Bootstrap resamples.")
-_skip_bad_option = click.option("--skip-bad", is_flag=True,
-                                help="Skip corrupt or incomplete files, name them, read the rest.")
 
-
-def _cannot_judge_on_error(fn):
+def cannot_judge_on_error(fn):
     """SloError -> the message and hint on stderr, exit 2 (cannot judge)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -48,27 +47,6 @@ def _cannot_judge_on_error(fn):
             print_error(exc)
             sys.exit(ExitCode.CANNOT_JUDGE)
     return wrapper
-
-
-def _console():
-    """Full-width tables on a terminal; 200 columns in CI logs and pipes."""
-    from rich.console import Console
-
-    c = Console(highlight=False)
-    return c if c.is_terminal else Console(highlight=False, width=200)
-
-
-def _write(path: str | None, text: str) -> None:
-    if path in (None, "-"):
-        click.echo(text)
-    else:
-        Path(path).write_text(text + ("" if text.endswith("\n") else "\n"))
-
-
-def _config(path: Path | None) -> dict:
-    from runfmt.config import load_config
-
-    return load_config(path)
 
 
 def comparison_tables(cmp):
@@ -122,21 +100,20 @@ def _print_comparison(c, cmp) -> None:
         c.print(f"note: {n}", soft_wrap=True, markup=False)
 
 
-@click.command()
+@command()
 @click.argument("tags", nargs=-1, metavar="[TAG TAG [TAG]]")
-@_runs_option
-@_profile_option
-@_scenario_option
+@runs_option
+@profile_option
+@scenario_option
 @click.option("--repo", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Git checkout whose `git tag` order ranks the tags (semver-ish order without it).")
-@_config_option
-@_seed_option
-@_resamples_option
-@click.option("--json", "json_path", default=None, metavar="FILE",
-              help="Also write the comparison as JSON to FILE ('-': stdout, instead of the tables).")
-@_skip_bad_option
-@_cannot_judge_on_error
-def compare(tags, runs_paths, profile, scenarios, repo, config_path, seed, resamples, json_path, skip_bad):
+@config_option
+@seed_option
+@resamples_option
+@json_option
+@skip_bad_option
+@cannot_judge_on_error
+def compare(tags, runs_paths, profile, scenarios, repo, config_path, seed, resamples, json_out, skip_bad):
     """Compare releases over their runs: per metric the median per tag, the difference
     with CI95, a Mann-Whitney U p-value and Cliff's delta; run counts and class balance.
 
@@ -153,33 +130,31 @@ def compare(tags, runs_paths, profile, scenarios, repo, config_path, seed, resam
     if len(tags) not in (0, 2, 3):
         raise click.UsageError(f"give two or three TAGs, or none for the baseline rule (got {len(tags)})")
     cmp = compare_tags(list(runs_paths), list(tags) or None, profile=profile, scenarios=tuple(scenarios),
-                       repo=repo, config=_config(config_path), seed=seed, resamples=resamples,
+                       repo=repo, config=load_config(config_path), seed=seed, resamples=resamples,
                        skip_bad=skip_bad)
-    if json_path is not None:
-        _write(json_path, json.dumps(cmp.to_dict(), indent=2))
-        if json_path == "-":
-            return
-    _print_comparison(_console(), cmp)
+    if emit_json(cmp.to_dict(), json_out):
+        return
+    _print_comparison(console(), cmp)
 
 
-@click.command()
-@_runs_option
+@command()
+@runs_option
 @click.option("--base", required=True, help="Tag to judge against (e.g. main, or the previous stable tag).")
 @click.option("--candidate", required=True, help="Tag under judgement (e.g. v0.2-rc).")
-@_profile_option
-@_scenario_option
-@_config_option
+@profile_option
+@scenario_option
+@config_option
 @click.option("--allow-exploratory", is_flag=True,
               help="Judge a comparison with fewer than 10 runs per tag anyway (not for releases).")
 @click.option("--summary", "summary_path", default="-", show_default=True, metavar="FILE",
               help="Markdown summary ('-': stdout, for CI logs).")
-@click.option("--json", "json_path", default=None, metavar="FILE", help="JSON artifact of checks and metrics.")
-@_seed_option
-@_resamples_option
-@_skip_bad_option
-@_cannot_judge_on_error
+@json_option
+@seed_option
+@resamples_option
+@skip_bad_option
+@cannot_judge_on_error
 def gate(runs_paths, base, candidate, profile, scenarios, config_path, allow_exploratory, summary_path,
-         json_path, seed, resamples, skip_bad):
+         json_out, seed, resamples, skip_bad):
     """CI regression gate: judge CANDIDATE against BASE over their runs.
 
     \b
@@ -193,58 +168,13 @@ def gate(runs_paths, base, candidate, profile, scenarios, config_path, allow_exp
     """
     from analyze.gate import run_gate
 
-    result = run_gate(list(runs_paths), base=base, candidate=candidate, config=_config(config_path),
+    result = run_gate(list(runs_paths), base=base, candidate=candidate, config=load_config(config_path),
                       profile=profile, scenarios=tuple(scenarios), allow_exploratory=allow_exploratory,
                       seed=seed, resamples=resamples, skip_bad=skip_bad)
-    _write(summary_path, result.to_markdown())
-    if json_path is not None:
-        _write(json_path, json.dumps(result.to_dict(), indent=2))
+    if not emit_json(result.to_dict(), json_out) and summary_path == "-":
+        click.echo(result.to_markdown())
+    elif summary_path != "-":
+        write_text(Path(summary_path), result.to_markdown() + "\n")
     if summary_path not in (None, "-"):
         click.echo(f"gate: {result.verdict} ({result.reason}); exit {result.exit_code}; summary {summary_path}")
     sys.exit(result.exit_code)
-
-
-@click.command()
-@click.argument("runs_paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUNS...")
-@click.option("--check", is_flag=True,
-              help="Exit 1 when a metric varies more than 10 % across reruns, 2 when none has two reruns.")
-@click.option("--json", "json_path", default=None, metavar="FILE",
-              help="Also write the result as JSON to FILE ('-': stdout, instead of the table).")
-@_skip_bad_option
-@_cannot_judge_on_error
-def repro(runs_paths, check, json_path, skip_bad):
-    """Coefficient of variation of TTFT p95, E2E p95, error rate and fault-phase TTFT
-    p95 across reruns of the same scenario, tag, seed and profile; above 10 % is flagged.
-
-    \b
-    Example:
-      sloan repro runs/tag=main --check
-    """
-    from rich.table import Table
-
-    from analyze.repro import reproducibility
-    from analyze.gate import fmt
-
-    report = reproducibility(list(runs_paths), skip_bad=skip_bad)
-    if json_path is not None:
-        _write(json_path, json.dumps(report.to_dict(), indent=2))
-    if json_path != "-":
-        c = _console()
-        t = Table(title=f"reproducibility across reruns (flag: CV > {report.cv_gate:.0%})", title_justify="left")
-        for name, justify in (("tag", "left"), ("scenario", "left"), ("seed", "right"), ("profile", "left"),
-                              ("metric", "left"), ("runs", "right"), ("mean", "right"), ("CV", "right"),
-                              ("", "left")):
-            t.add_column(name, justify=justify)
-        for r in report.rows:
-            cv = "n/a (< 2 runs)" if r.cv is None else f"{r.cv:.1%}"
-            t.add_row(r.tag, r.scenario, "" if r.seed is None else str(r.seed), r.profile, r.label,
-                      str(r.runs), fmt(r.mean, r.unit), cv, "[bold red]> 10 %[/]" if r.flagged else "")
-        c.print(t)
-        for n in report.notes:
-            c.print(f"note: {n}", soft_wrap=True, markup=False)
-        c.print(f"{len(report.flagged)} of {len(report.rows)} metric(s) flagged.", markup=False)
-    if check:
-        if report.flagged:
-            sys.exit(ExitCode.USER)
-        if not report.judged:
-            sys.exit(ExitCode.CANNOT_JUDGE)
