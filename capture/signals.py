@@ -1,8 +1,7 @@
 """The signals the recorder knows: which object, which hooks, how a record
 becomes kernel_events columns.
 
-Adding a signal is one `bpf/<name>.bpf.c` + `bpf/<name>.h` and one `Signal`
-entry here.
+Adding a signal: the checklist in docs/architecture.md ("Where to add").
 """
 
 from __future__ import annotations
