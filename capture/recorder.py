@@ -30,12 +30,10 @@ from capture.probe import LoadedSignal
 from capture.safety import LoadShedder, ResourceMonitor, samples_table
 from capture.signals import LIBC, SIGNALS, TRACECTX
 from runfmt import manifest as M
-from runfmt import schema
 from runfmt.config import config_hash
 from runfmt.errors import CaptureError, SloError
 from runfmt.runs import new_run_id, run_dir_for
-from runfmt.schema import RESOURCES, SPANS
-from runfmt.writer import PartWriter
+from runfmt.writer import RunWriters
 
 
 @dataclass
@@ -245,8 +243,7 @@ class Recorder:
             "requested_duration_s": o.duration_s,
             "state": state, "complete": complete, "stop_reason": stop_reason,
             "counters": {name: c.to_dict() for name, c in self.counts.items()},
-            "files": {"kernel_events": list(self.writer.parts), "kernel_hist": list(self.hist_writer.parts),
-                      "resources": list(self.res_writer.parts), "spans": list(self.spans_writer.parts)},
+            "files": self.writers.files(),
             "otlp": self._otlp_manifest(),
             "safety": {
                 "max_overhead_pct": o.config["safety"]["max_overhead_pct"],
@@ -289,7 +286,7 @@ class Recorder:
             columns["signal"] = S.constant(name, n, pa.string())
             columns["node"] = S.constant(self.node, n, pa.string())
             columns.update(self.pods.columns(records["cgroup_id"]))
-            self.writer.add(S.kernel_events_table(columns, n))
+            self.writers["kernel_events"].add(S.kernel_events_table(columns, n))
             self._buffered[name] += n
             batches.clear()
         self._raw_rows = 0
@@ -313,7 +310,7 @@ class Recorder:
                 cgroup_ids = table["cgroup_id"].fill_null(0).to_numpy()
                 for col, arr in self.pods.columns(cgroup_ids).items():
                     table = table.set_column(table.schema.get_field_index(col), col, arr)
-                self.hist_writer.add(table)
+                self.writers["kernel_hist"].add(table)
                 self.counts[name].hist_rows += len(keys)
 
     def _watch_overhead(self) -> None:
@@ -322,7 +319,7 @@ class Recorder:
         events = sum(c.read for c in self.counts.values())
         sample = self.monitor.sample(events, self.shedder.level)
         self.overheads.append(sample.overhead_pct)
-        self.res_writer.add(samples_table([sample]))
+        self.writers["resources"].add(samples_table([sample]))
         active = {n: p for n, p in self.loaded.items() if n not in self.switched_off}
         action = self.shedder.observe(sample, active)
         if action and action["step"] == "switch_off":
@@ -337,7 +334,7 @@ class Recorder:
 
         def on_spans(table: pa.Table) -> None:
             with self._spans_lock:
-                self.spans_writer.add(table)
+                self.writers["spans"].add(table)
 
         receiver = OtlpReceiver(cfg["endpoint"], cfg["grpc_endpoint"], cfg["max_request_bytes"], on_spans)
         try:
@@ -354,18 +351,16 @@ class Recorder:
         if self.receiver is not None:
             c = self.receiver.counters
             out.update(requests_ok=c.requests_ok, rejected=dict(c.rejected), spans_received=c.spans_received,
-                       spans_written=self.spans_writer.rows_written)
+                       spans_written=self.writers["spans"].rows_written)
         return out
 
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
         if self.anchor is not None:
             self._convert()
-        with self._spans_lock:
-            self.spans_writer.flush()
-        self.res_writer.flush()
-        self.hist_writer.flush()
-        self.writer.flush()
+        with self._spans_lock:  # the receiver's thread adds spans
+            self.writers.flush("spans")
+        self.writers.flush("resources", "kernel_hist", "kernel_events")
         for name, n in self._buffered.items():
             self.counts[name].written += n
             self._buffered[name] = 0
@@ -380,14 +375,7 @@ class Recorder:
             on_ready: Callable[[Path], None] | None = None) -> RecordResult:
         cap = self.opts.config["capture"]
         self.run_dir.mkdir(parents=True, exist_ok=False)
-        self.writer = PartWriter(self.run_dir / "kernel_events", schema.KERNEL_EVENTS,
-                                 max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
-        self.hist_writer = PartWriter(self.run_dir / "kernel_hist", schema.KERNEL_HIST,
-                                      max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
-        self.res_writer = PartWriter(self.run_dir / "resources", RESOURCES,
-                                     max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
-        self.spans_writer = PartWriter(self.run_dir / "spans", SPANS,
-                                       max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
+        self.writers = RunWriters(self.run_dir, max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
         self._hist_slice = -1
         cpu0 = time.process_time()
         started_ns = time.time_ns()
@@ -416,7 +404,7 @@ class Recorder:
         finally:
             self._finish(started_ns, cpu0, complete, stop_reason)
         return RecordResult(self.run_dir, complete, stop_reason, self.counts,
-                            self.writer.bytes_written, self.attach_errors, self.otlp_error)
+                            self.writers["kernel_events"].bytes_written, self.attach_errors, self.otlp_error)
 
     def _loop(self, stop: Stop, on_progress) -> None:
         poller = select.epoll()
@@ -440,7 +428,7 @@ class Recorder:
                 cap = self.opts.config["capture"]
                 if (self._raw_rows >= cap["part_max_rows"]
                         or time.monotonic() - self._last_flush >= cap["part_max_seconds"]
-                        or any(w.buffered_rows >= w.max_rows for w in (self.hist_writer, self.spans_writer))):
+                        or any(w.buffered_rows >= w.max_rows for w in (self.writers["kernel_hist"], self.writers["spans"]))):
                     self._flush()
                 now = time.monotonic()
                 if on_progress and now - last_progress >= 0.5:
@@ -450,7 +438,7 @@ class Recorder:
                     last_counts = {n: c.read for n, c in self.counts.items()}
                     last_progress = now
                     on_progress(Snapshot(now - start, self.counts, rates,
-                                         self.writer.bytes_written, len(self.writer.parts)))
+                                         self.writers["kernel_events"].bytes_written, len(self.writers["kernel_events"].parts)))
         finally:
             poller.close()
 

@@ -39,7 +39,7 @@ _ROOT_HINT = (
 )
 
 
-def _run(argv: Sequence[str], *, stdin: str | None = None, hint: str = _ROOT_HINT) -> str:
+def run(argv: Sequence[str], *, stdin: str | None = None, hint: str = _ROOT_HINT) -> str:
     """Run one command to completion; raise CaptureError quoting it on failure."""
     cmd = " ".join(argv)
     try:
@@ -68,15 +68,15 @@ def exec_argv(ns: str, argv: Sequence[str]) -> list[str]:
 
 def _list_namespaces() -> list[str]:
     # lines look like "slo-1-0-s (id: 3)" or just "slo-1-0-s"
-    out = _run(["ip", "netns", "list"])
+    out = run(["ip", "netns", "list"])
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
 def _delete_namespace(ns: str) -> None:
-    _run(["ip", "netns", "delete", ns])
+    run(["ip", "netns", "delete", ns])
 
 
-def _wait_link_up(ns: str, dev: str, timeout_s: float = 5.0) -> None:
+def wait_link_up(ns: str, dev: str, timeout_s: float = 5.0) -> None:
     """Wait until `dev` in `ns` reports operstate UP.
 
     The veth's carrier change is applied by the kernel's linkwatch up to ~1 s
@@ -87,7 +87,7 @@ def _wait_link_up(ns: str, dev: str, timeout_s: float = 5.0) -> None:
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        out = _run(["ip", "-n", ns, "-o", "link", "show", "dev", dev])
+        out = run(["ip", "-n", ns, "-o", "link", "show", "dev", dev])
         if "state UP" in out:
             return
         if time.monotonic() > deadline:
@@ -98,7 +98,30 @@ def _wait_link_up(ns: str, dev: str, timeout_s: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-class HostPair:
+class Scoped:
+    """Created on entry, torn down on exit; a creation that fails halfway is torn down
+    before its error propagates, and a cleanup failure never hides the body's exception."""
+
+    def _create(self) -> None:
+        raise NotImplementedError
+
+    def _teardown(self, raise_errors: bool) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            self._create()
+        except BaseException:
+            self._teardown(raise_errors=False)
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._teardown(raise_errors=exc_type is None)
+
+
+class HostPair(Scoped):
     """Client and server namespaces joined by one veth pair.
 
     Use as a context manager; leaving the block (also by an exception) kills the
@@ -124,43 +147,27 @@ class HostPair:
         self._made: list[str] = []
         self._procs: list[subprocess.Popen[Any]] = []
 
-    def __enter__(self) -> HostPair:
-        try:
-            self._create()
-        except BaseException:
-            self._teardown(raise_errors=False)
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # never hide the body's exception behind a cleanup failure
-        self._teardown(raise_errors=exc_type is None)
 
     def _create(self) -> None:
         for ns in (self.client_ns, self.server_ns):
-            _run(["ip", "netns", "add", ns])
+            run(["ip", "netns", "add", ns])
             self._made.append(ns)
         # create both ends directly inside their namespaces: nothing in the root ns
-        _run(["ip", "link", "add", self.client_if, "netns", self.client_ns, "type", "veth",
+        run(["ip", "link", "add", self.client_if, "netns", self.client_ns, "type", "veth",
               "peer", "name", self.server_if, "netns", self.server_ns])
         for ns, dev, ip4, ip6 in (
             (self.client_ns, self.client_if, self.client_ip, self.client_ip6),
             (self.server_ns, self.server_if, self.server_ip, self.server_ip6),
         ):
-            _run(["ip", "-n", ns, "addr", "add", f"{ip4}/30", "dev", dev])
+            run(["ip", "-n", ns, "addr", "add", f"{ip4}/30", "dev", dev])
             # nodad: usable at once instead of "tentative" for ~1-2 s
-            _run(["ip", "-n", ns, "-6", "addr", "add", f"{ip6}/64", "dev", dev, "nodad"])
-            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-            _run(["ip", "-n", ns, "link", "set", dev, "up"])
+            run(["ip", "-n", ns, "-6", "addr", "add", f"{ip6}/64", "dev", dev, "nodad"])
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            run(["ip", "-n", ns, "link", "set", dev, "up"])
             # MTU-sized segments, so one dropped packet is one retransmitted segment
-            _run(exec_argv(ns, ["ethtool", "-K", dev, "gso", "off", "tso", "off", "gro", "off"]))
+            run(exec_argv(ns, ["ethtool", "-K", dev, "gso", "off", "tso", "off", "gro", "off"]))
         for ns, dev in ((self.client_ns, self.client_if), (self.server_ns, self.server_if)):
-            _wait_link_up(ns, dev)
+            wait_link_up(ns, dev)
 
     def _teardown(self, *, raise_errors: bool) -> None:
         for proc in self._procs:
@@ -200,7 +207,7 @@ class HostPair:
 
 
 def _nft(ns: str, script: str) -> None:
-    _run(
+    run(
         exec_argv(ns, ["nft", "-f", "-"]),
         stdin=script,
         hint="check that nftables is installed and namespace '" + ns + "' exists "

@@ -36,10 +36,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from replay.netns import _run, _wait_link_up, cleanup_leftovers, exec_argv
+from replay.netns import Scoped, cleanup_leftovers, exec_argv, run, wait_link_up
 from runfmt.errors import CaptureError
 
 __all__ = ["K8S_NAMESPACE", "PREFIX", "Pod", "SERVICES", "Topology", "cleanup", "pod_of"]
@@ -80,7 +79,7 @@ def pod_of(service: str) -> Pod:
                container_id=hashlib.sha256(f"slo-lab/{service}/container".encode()).hexdigest())
 
 
-class Topology:
+class Topology(Scoped):
     """The lab's network and cgroups; a context manager.
 
     Leaving the block (also by Ctrl-C or an exception, and a failed set-up) stops
@@ -160,18 +159,6 @@ class Topology:
 
     # -- set-up and teardown ----------------------------------------------------
 
-    def __enter__(self) -> Topology:
-        try:
-            self._create()
-        except BaseException:
-            self._teardown(raise_errors=False)
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        # never hide the body's exception behind a cleanup failure
-        self._teardown(raise_errors=exc_type is None)
 
     def _create(self) -> None:
         for root in (CGROUP_V2 / self.name, *(CGROUP_V1 / c / self.name for c in V1_CONTROLLERS)):
@@ -185,17 +172,17 @@ class Topology:
         for service in SERVICES:
             for leaf in (self.cgroup_v2(service), *(self.cgroup_v1(c, service) for c in V1_CONTROLLERS)):
                 self._mkdirs(leaf)
-        _run(["ip", "link", "add", self.bridge, "type", "bridge"], hint=_CLEANUP_HINT)
+        run(["ip", "link", "add", self.bridge, "type", "bridge"], hint=_CLEANUP_HINT)
         self._made.append(("link", self.bridge))
         # the alias lets cleanup() find the bridge by the lab's name
-        _run(["ip", "link", "set", "dev", self.bridge, "alias", self.name])
-        _run(["ip", "addr", "add", f"{self.host_ip}/24", "dev", self.bridge])
+        run(["ip", "link", "set", "dev", self.bridge, "alias", self.name])
+        run(["ip", "addr", "add", f"{self.host_ip}/24", "dev", self.bridge])
         _offloads_off(None, self.bridge)
-        _run(["ip", "link", "set", "dev", self.bridge, "up"])
+        run(["ip", "link", "set", "dev", self.bridge, "up"])
         for service in SERVICES:
             self._add_host(service)
         for service in SERVICES:
-            _wait_link_up(self.ns(service), "eth0")
+            wait_link_up(self.ns(service), "eth0")
         self._write_pods_file()
 
     def _mkdirs(self, leaf: Path) -> None:
@@ -209,7 +196,7 @@ class Topology:
 
     def _add_host(self, service: str) -> None:
         ns, host_if = self.ns(service), f"slo{self.index}-{service}"
-        _run(["ip", "netns", "add", ns], hint=_CLEANUP_HINT)
+        run(["ip", "netns", "add", ns], hint=_CLEANUP_HINT)
         self._made.append(("netns", ns))
         if not NETNS_ETC.exists():
             NETNS_ETC.mkdir()
@@ -219,17 +206,17 @@ class Topology:
         self._made.append(("etc", str(etc)))
         (etc / "resolv.conf").write_text(f"nameserver {self.addr('dns')}\n")
         (etc / "hosts").write_text(_HOSTS)
-        _run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns])
         # deleted by name: a deleted namespace takes its devices with it only later,
         # in a kernel work queue, and the next lab would find the name taken
         self._made.append(("link", host_if))
-        _run(["ip", "link", "set", "dev", host_if, "alias", ns, "master", self.bridge])
+        run(["ip", "link", "set", "dev", host_if, "alias", ns, "master", self.bridge])
         _offloads_off(None, host_if)
-        _run(["ip", "link", "set", "dev", host_if, "up"])
-        _run(["ip", "-n", ns, "addr", "add", f"{self.addr(service)}/24", "dev", "eth0"])
-        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        run(["ip", "link", "set", "dev", host_if, "up"])
+        run(["ip", "-n", ns, "addr", "add", f"{self.addr(service)}/24", "dev", "eth0"])
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
         _offloads_off(ns, "eth0")
-        _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
 
     def _write_pods_file(self) -> None:
         items = []
@@ -379,7 +366,7 @@ class Topology:
 
 def _offloads_off(ns: str | None, dev: str) -> None:
     argv = ["ethtool", "-K", dev, "gso", "off", "tso", "off", "gro", "off"]
-    _run(exec_argv(ns, argv) if ns else argv)
+    run(exec_argv(ns, argv) if ns else argv)
 
 
 # -- removal, shared by teardown and cleanup ----------------------------------------
@@ -444,11 +431,11 @@ def _rmdir_if_empty(path: Path) -> None:
 
 
 def _delete_netns(ns: str) -> None:
-    _run(["ip", "netns", "delete", ns])
+    run(["ip", "netns", "delete", ns])
 
 
 def _delete_link(dev: str) -> None:
-    _run(["ip", "link", "delete", "dev", dev])
+    run(["ip", "link", "delete", "dev", dev])
 
 
 _UNDO = {
@@ -477,7 +464,7 @@ def cleanup(prefix: str = PREFIX) -> list[str]:
                 _remove_cgroup_tree(d)
                 removed.append(f"cgroup {d}")
     # the lab's bridges and veths carry the lab's or namespace's name as alias
-    for link in json.loads(_run(["ip", "-j", "link", "show"]) or "[]"):
+    for link in json.loads(run(["ip", "-j", "link", "show"]) or "[]"):
         if link.get("ifalias", "").startswith(prefix):
             _delete_link(link["ifname"])
             removed.append(f"link {link['ifname']}")

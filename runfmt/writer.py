@@ -67,3 +67,28 @@ class PartWriter:
         self.rows_written += table.num_rows
         self._buffer.clear()
         self._buffered_rows = 0
+
+
+# the tables the recorder writes, each a folder of parts
+RECORDED_TABLES = ("kernel_events", "kernel_hist", "resources", "spans")
+
+
+class RunWriters:
+    """A part writer for each table the recorder writes into one run directory."""
+
+    def __init__(self, run_dir: Path, *, max_rows: int, max_seconds: float) -> None:
+        from runfmt.schema import TABLES
+
+        self.by_table = {t: PartWriter(run_dir / t, TABLES[t][0], max_rows=max_rows, max_seconds=max_seconds)
+                         for t in RECORDED_TABLES}
+
+    def __getitem__(self, table: str) -> PartWriter:
+        return self.by_table[table]
+
+    def files(self) -> dict[str, list[str]]:
+        """The parts written so far, per table: the manifest's `files`."""
+        return {t: list(w.parts) for t, w in self.by_table.items()}
+
+    def flush(self, *tables: str) -> None:
+        for t in tables or RECORDED_TABLES:
+            self.by_table[t].flush()

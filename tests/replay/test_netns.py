@@ -157,7 +157,7 @@ def test_server_accepts_client_across_the_veth(family: str) -> None:
         server, port = _start_server(pair, server_ip)
         client = _client(pair, server_ip, port, total=1000)
         served = _finish(server, "server")
-        # usable at once: no wait for DAD or for the link's carrier (see _wait_link_up)
+        # usable at once: no wait for DAD or for the link's carrier (see wait_link_up)
         assert float(client["connect_s"][0]) < 0.5
         # the server saw the client's own address and port: it came over the veth
         assert served["peer"] == [client_ip, client["local_port"][0]]
