@@ -58,13 +58,7 @@ from typing import Any
 import numpy as np
 
 from analyze.attribution import (
-    DOMAINS,
-    UNKNOWN,
-    Model,
-    RunEvidence,
-    attribute_evidence,
-    collect_run,
-    fit,
+    DOMAINS, UNKNOWN, Model, RunEvidence, attribute_evidence, collect_run, fit,
 )
 from analyze.slo import RunInfo
 from analyze.stats import can_bootstrap, percentile_ci, resample_indices

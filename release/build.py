@@ -22,20 +22,8 @@ from pathlib import Path
 
 from release import benchmarks, provenance, sbom, signing
 from release.artifacts import (
-    BENCHMARKS_NAME,
-    FILE_PREFIX,
-    PUBKEY_NAME,
-    SUMS_NAME,
-    ReleaseError,
-    dump_json,
-    envelope_name,
-    git_facts,
-    kind_of,
-    sbom_name,
-    sha256_file,
-    sums_text,
-    utc_now,
-    wheel_version,
+    BENCHMARKS_NAME, FILE_PREFIX, PUBKEY_NAME, SUMS_NAME, ReleaseError, dump_json, envelope_name, git_facts,
+    kind_of, sbom_name, sha256_file, sums_text, utc_now, wheel_version,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

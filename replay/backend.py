@@ -16,7 +16,6 @@ answers 429 with Retry-After; {"kind": "error", "fraction": 0.2} answers 500;
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -32,18 +31,8 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from replay import certs
 from replay.telemetry import (
-    Faults,
-    LabHandler,
-    LabHTTPServer,
-    add_service_options,
-    configure_logging,
-    fault_spec,
-    format_hostport,
-    pseudo_words,
-    request_id_of,
-    run_until_signal,
-    seeded_rng,
-    setup_tracing,
+    Faults, LabHandler, LabHTTPServer, configure_logging, fault_spec, format_hostport, service_parser,
+    pseudo_words, request_id_of, run_until_signal, seeded_rng, setup_tracing,
 )
 
 __all__ = ["PROFILES", "BackendConfig", "Plan", "Profile", "draw_plan", "main", "make_server"]
@@ -291,9 +280,7 @@ def make_server(address: tuple[str, int], *, seed: int, provider: Any, cert: Pat
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m replay.backend", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_service_options(parser, "llm-backend")
+    parser = service_parser("replay.backend", __doc__, "llm-backend")
     parser.add_argument("--cert", type=Path, help="PEM certificate (made when absent)")
     parser.add_argument("--key", type=Path, help="PEM private key (made when absent)")
     parser.add_argument("--model", default="lab-llm", help="model name the responses report")

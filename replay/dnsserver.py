@@ -16,7 +16,6 @@ address), then `admin HOST:PORT` when --admin is given.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import logging
@@ -30,16 +29,8 @@ from dnslib.server import BaseResolver, DNSHandler, DNSServer
 from opentelemetry.trace import SpanKind
 
 from replay.telemetry import (
-    Faults,
-    LabHandler,
-    LabHTTPServer,
-    add_service_options,
-    configure_logging,
-    fault_spec,
-    format_hostport,
-    parse_hostport,
-    run_until_signal,
-    setup_tracing,
+    Faults, LabHandler, LabHTTPServer, configure_logging, fault_spec, format_hostport, service_parser,
+    parse_hostport, run_until_signal, setup_tracing,
 )
 
 __all__ = ["LabResolver", "load_zone", "main"]
@@ -109,9 +100,7 @@ class _QuietLogger:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m replay.dnsserver", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_service_options(parser, "lab-dns")
+    parser = service_parser("replay.dnsserver", __doc__, "lab-dns")
     parser.add_argument("--zone", type=Path, help="JSON object: name -> address or [addresses]")
     parser.add_argument("--record", action="append", default=[], metavar="NAME=IP")
     parser.add_argument("--admin", type=parse_hostport, metavar="HOST:PORT",

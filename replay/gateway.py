@@ -21,7 +21,6 @@ long before it starts its work; {"kind": "none"} clears.
 
 from __future__ import annotations
 
-import argparse
 import email.utils
 import http.client
 import json
@@ -39,19 +38,8 @@ from urllib.parse import urlsplit
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from replay.telemetry import (
-    Faults,
-    LabHandler,
-    LabHTTPServer,
-    add_service_options,
-    configure_logging,
-    fault_spec,
-    format_hostport,
-    inject_context,
-    request_id_of,
-    run_until_signal,
-    seeded_rng,
-    setup_tracing,
-    socket_attributes,
+    Faults, LabHandler, LabHTTPServer, configure_logging, fault_spec, format_hostport, service_parser,
+    inject_context, request_id_of, run_until_signal, seeded_rng, setup_tracing, socket_attributes,
 )
 
 __all__ = ["GatewayConfig", "Upstream", "backoff_s", "main", "make_server", "retry_after_s"]
@@ -392,9 +380,7 @@ def make_server(address: tuple[str, int], *, seed: int, provider: Any,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m replay.gateway", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_service_options(parser, "rag-gateway")
+    parser = service_parser("replay.gateway", __doc__, "rag-gateway")
     parser.add_argument("--retrieval-url", required=True, help="e.g. http://retrieval.lab:8081")
     parser.add_argument("--backend-url", required=True, help="e.g. https://backend.lab:8443")
     parser.add_argument("--backend-ca", type=Path, help="CA (or self-signed cert) to trust")

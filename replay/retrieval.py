@@ -13,7 +13,6 @@ to every request; {"kind": "none"} clears.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -24,18 +23,8 @@ from typing import Any, ClassVar
 from opentelemetry.trace import Span
 
 from replay.telemetry import (
-    Faults,
-    LabHandler,
-    LabHTTPServer,
-    add_service_options,
-    configure_logging,
-    fault_spec,
-    format_hostport,
-    pseudo_words,
-    request_id_of,
-    run_until_signal,
-    seeded_rng,
-    setup_tracing,
+    Faults, LabHandler, LabHTTPServer, configure_logging, fault_spec, format_hostport, service_parser,
+    pseudo_words, request_id_of, run_until_signal, seeded_rng, setup_tracing,
 )
 
 __all__ = ["RetrievalConfig", "documents", "draw_latency_s", "main", "make_server"]
@@ -102,9 +91,7 @@ def make_server(address: tuple[str, int], *, seed: int, provider: Any,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m replay.retrieval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_service_options(parser, "retrieval")
+    parser = service_parser("replay.retrieval", __doc__, "retrieval")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="multiplies the sleep; 0 measures pure overhead")
     args = parser.parse_args(argv)

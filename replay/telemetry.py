@@ -277,6 +277,15 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def service_parser(module: str, doc: str | None, service_name: str) -> argparse.ArgumentParser:
+    """The command line every lab service starts from (`python -m MODULE`); its own
+    options are added after."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_service_options(parser, service_name)
+    return parser
+
+
 def add_service_options(parser: argparse.ArgumentParser, service_name: str) -> None:
     parser.add_argument("--listen", type=parse_hostport, required=True, metavar="HOST:PORT",
                         help="address to listen on; port 0 lets the kernel choose")

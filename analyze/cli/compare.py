@@ -19,19 +19,8 @@ from pathlib import Path
 import click
 
 from analyze.cli.options import (
-    command,
-    config_option,
-    console,
-    emit_json,
-    json_option,
-    load_config,
-    profile_option,
-    resamples_option,
-    runs_option,
-    scenario_option,
-    seed_option,
-    skip_bad_option,
-    write_text,
+    command, config_option, console, emit_json, json_option, load_config, profile_option, resamples_option,
+    runs_option, scenario_option, seed_option, skip_bad_option, write_text,
 )
 from runfmt.console import print_error
 from runfmt.errors import ExitCode, SloError

@@ -7,13 +7,7 @@ from pathlib import Path
 import click
 
 from analyze.cli.options import (
-    command,
-    config_option,
-    console,
-    emit_json,
-    json_option,
-    load_config,
-    runs_option,
+    command, config_option, console, emit_json, json_option, load_config, runs_option,
 )
 
 

@@ -9,12 +9,7 @@ import click
 
 from analyze.cli.compare import cannot_judge_on_error
 from analyze.cli.options import (
-    command,
-    console,
-    emit_json,
-    json_option,
-    runs_option,
-    skip_bad_option,
+    command, console, emit_json, json_option, runs_option, skip_bad_option,
 )
 from runfmt.errors import ExitCode
 

@@ -7,16 +7,8 @@ from pathlib import Path
 import click
 
 from analyze.cli.options import (
-    budget_option,
-    command,
-    config_option,
-    console,
-    emit_json,
-    json_option,
-    load_config,
-    resamples_option,
-    runs_option,
-    seed_option,
+    budget_option, command, config_option, console, emit_json, json_option, load_config, resamples_option,
+    runs_option, seed_option,
 )
 from runfmt.errors import SloError
 

@@ -7,16 +7,8 @@ from pathlib import Path
 import click
 
 from analyze.cli.options import (
-    budget_option,
-    command,
-    config_option,
-    console,
-    emit_json,
-    emit_lines,
-    json_option,
-    load_config,
-    model_option,
-    runs_option,
+    budget_option, command, config_option, console, emit_json, emit_lines, json_option, load_config,
+    model_option, runs_option,
 )
 
 SHORT = {"ttft_ms": "ttft", "request_latency_ms": "latency", "token_throughput_tps": "tokens/s",

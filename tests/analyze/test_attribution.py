@@ -1,5 +1,5 @@
 """Attribution on SYNTHETIC feature rows (typed in here, not measured), and on a HAND-MADE
-run directory (tests/analyze/fixtures_runs.py) for the evidence and the v1 document."""
+run directory (tests/support/lab_run.py) for the evidence and the v1 document."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from analyze.slo import SloWindow
 from runfmt.config import load_config
 from runfmt.contracts import validate
 from runfmt.errors import ConfigError
-from tests.analyze.fixtures_runs import make_run
+from tests.support.lab_run import make_run
 
 
 def _sig(z: float) -> float:

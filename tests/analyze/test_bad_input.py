@@ -18,7 +18,7 @@ from analyze.cli import main
 from analyze.session import _check_parquet, stands_for
 from runfmt import schema
 from runfmt.schema import SPANS, TABLES
-from tests.analyze.fixtures_runs import make_run
+from tests.support.lab_run import make_run
 
 USER, CANNOT_JUDGE = 1, 2
 EXIT = {"sql": USER, "correlate": USER, "slo": USER, "attribute": USER, "score": USER, "report": USER,

@@ -18,13 +18,9 @@ import types
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from analyze.cli.compare import compare, gate
-from analyze.cli.repro import repro
 from analyze.compare import (
     baseline_rule,
     compare_tags,
@@ -32,8 +28,7 @@ from analyze.compare import (
     semver_key,
     tag_kind,
 )
-from runfmt.manifest import write_manifest
-from runfmt.schema import LABELS, REQUESTS, RESOURCES
+from tests.support.runs import write_run
 
 T0 = 1_800_000_000_000_000_000
 GOOD_SCORE = {"precision": 0.95, "recall": 0.9, "f1": 0.92, "detection_delay_s": 2.0}
@@ -43,9 +38,6 @@ def make_run(root: Path, tag: str, run_id: str, *, scenario: str = "dns_latency"
              seed: int = 42, ttft: float = 500.0, requests: int = 40, errors: int = 0, overhead: float = 2.0,
              complete: bool = True, score: dict | None = None, labelled: bool = True,
              scoring_exploratory: bool = False) -> Path:
-    run_dir = root / f"tag={tag}" / f"scenario={scenario}" / f"run={run_id}"
-    (run_dir / "requests").mkdir(parents=True)
-    (run_dir / "resources").mkdir()
     phases = ("baseline", "fault", "recovery")
     rows = []
     for i in range(requests):
@@ -56,18 +48,15 @@ def make_run(root: Path, tag: str, run_id: str, *, scenario: str = "dns_latency"
                      "ttft_ms": t if ok else None, "tpot_ms": 25.0 if ok else None,
                      "e2e_ms": t + 25.0 * 79 if ok else None, "output_tokens": 80 if ok else None,
                      "status": "ok" if ok else "http_500", "http_status": 200 if ok else 500})
-    pq.write_table(pa.Table.from_pylist(rows, schema=REQUESTS), run_dir / "requests" / "part-00000.parquet")
     samples = [{"ts_ns": T0 + s * 1_000_000_000, "interval_s": 1.0, "overhead_pct": overhead, "shed_level": 0}
                for s in range(5)]
-    pq.write_table(pa.Table.from_pylist(samples, schema=RESOURCES), run_dir / "resources" / "part-00000.parquet")
+    tables = {"requests": rows, "resources": samples}
     if labelled:
-        label = {"run_id": run_id, "scenario": scenario, "domain": "network_dns", "target": "dns",
-                 "start_ns": T0 + 700_000_000, "end_ns": T0 + 1_400_000_000}
-        pq.write_table(pa.Table.from_pylist([label], schema=LABELS), run_dir / "labels.parquet")
-    write_manifest(run_dir, {"run_id": run_id, "tag": tag, "scenario": scenario, "seed": seed, "profile": profile,
-                             "complete": complete, "capability": {"mode": "core_full"}, "counters": {},
-                             "test_score": score or GOOD_SCORE, "test_exploratory": scoring_exploratory})
-    return run_dir
+        tables["labels"] = [{"run_id": run_id, "scenario": scenario, "domain": "network_dns", "target": "dns",
+                             "start_ns": T0 + 700_000_000, "end_ns": T0 + 1_400_000_000}]
+    return write_run(root, run_id, tag=tag, scenario=scenario, manifest={
+        "seed": seed, "profile": profile, "complete": complete,
+        "test_score": score or GOOD_SCORE, "test_exploratory": scoring_exploratory}, **tables)
 
 
 def make_tag(root: Path, tag: str, runs: int, *, scale: float = 1.0, **kw) -> None:
@@ -112,17 +101,13 @@ def cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("│┃").replace("┃", "│").split("│")]
 
 
-def invoke(command, *args):
-    return CliRunner().invoke(command, [str(a) for a in args])
-
-
 # --- compare ----------------------------------------------------------------------------
 
 
-def test_compare_prints_the_table_with_ci95_and_run_counts(tmp_path, scoring):
+def test_compare_prints_the_table_with_ci95_and_run_counts(tmp_path, scoring, sloan):
     make_tag(tmp_path, "main", 3)
     make_tag(tmp_path, "v0.2-rc", 3, scale=1.2)
-    r = invoke(compare, "main", "v0.2-rc", "--runs", tmp_path)
+    r = sloan("compare", "main", "v0.2-rc", "--runs", tmp_path)
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     assert lines[0] == "tags given: the first, main, is the reference"
@@ -149,7 +134,7 @@ def test_compare_prints_the_table_with_ci95_and_run_counts(tmp_path, scoring):
         "detection delay", "2.00 s", "2.00 s", "+0.00 s (+0.0 %)", "[0.00 s, 0.00 s]", "1.000", "+0.00 negligible"]
 
 
-def test_compare_is_not_exploratory_at_10_runs_per_tag(tmp_path, scoring):
+def test_compare_is_not_exploratory_at_10_runs_per_tag(tmp_path, scoring, sloan):
     make_tag(tmp_path, "main", 10)
     make_tag(tmp_path, "v0.2-rc", 10)
     cmp = compare_tags([tmp_path], ["main", "v0.2-rc"], resamples=1000)
@@ -158,14 +143,14 @@ def test_compare_is_not_exploratory_at_10_runs_per_tag(tmp_path, scoring):
         ("main", 10, {"dns_latency": 10}), ("v0.2-rc", 10, {"dns_latency": 10})]
     d = cmp.metric("ttft_p95_ms").diffs["v0.2-rc"]
     assert d.diff == pytest.approx(0) and d.magnitude == "negligible" and d.ci_low <= 0 <= d.ci_high
-    r = invoke(compare, "main", "v0.2-rc", "--runs", tmp_path)
+    r = sloan("compare", "main", "v0.2-rc", "--runs", tmp_path)
     assert r.exit_code == 0 and "EXPLORATORY" not in r.output
 
 
-def test_compare_json_and_three_tags(tmp_path, no_scoring):
+def test_compare_json_and_three_tags(tmp_path, no_scoring, sloan):
     for tag in ("v0.1.0", "main", "v0.2-rc"):
         make_tag(tmp_path, tag, 2)
-    r = invoke(compare, "v0.1.0", "main", "v0.2-rc", "--runs", tmp_path, "--json", "-")
+    r = sloan("compare", "v0.1.0", "main", "v0.2-rc", "--runs", tmp_path, "--json", "-")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["reference"] == "v0.1.0" and out["exploratory"] is True
@@ -175,15 +160,15 @@ def test_compare_json_and_three_tags(tmp_path, no_scoring):
     assert not any(m["source"] == "scoring" for m in out["metrics"])
 
 
-def test_compare_without_tags_applies_the_baseline_rule(tmp_path, no_scoring):
+def test_compare_without_tags_applies_the_baseline_rule(tmp_path, no_scoring, sloan):
     for tag in ("v0.1.0", "main", "v0.2-rc", "v0.0.9"):
         make_tag(tmp_path, tag, 2)
-    r = invoke(compare, "--runs", tmp_path)
+    r = sloan("compare", "--runs", tmp_path)
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[0] == (
         "baseline rule: previous stable tag v0.1.0 before v0.2-rc, ordered by semver-ish order")
     assert "v0.1.0 (ref)" in r.output
-    r = invoke(compare, "main", "v0.2-rc", "--runs", tmp_path)
+    r = sloan("compare", "main", "v0.2-rc", "--runs", tmp_path)
     assert ("note: baseline rule: previous stable tag v0.1.0 before v0.2-rc, ordered by semver-ish order: "
             "it has runs too; add it as a TAG to compare against it") in r.output
 
@@ -200,54 +185,54 @@ def test_incomplete_runs_are_left_out_and_named(tmp_path, no_scoring):
 # --- bad input: exit 2 with what is missing ----------------------------------------------
 
 
-def test_unknown_tag(tmp_path, no_scoring):
+def test_unknown_tag(tmp_path, no_scoring, sloan):
     make_tag(tmp_path, "main", 3)
     make_tag(tmp_path, "v0.2-rc", 1)
-    r = invoke(compare, "main", "v9", "--runs", tmp_path)
+    r = sloan("compare", "main", "v9", "--runs", tmp_path)
     assert r.exit_code == 2
     assert r.output.splitlines() == [f"error: tag 'v9' has no runs under {tmp_path}",
                                      "  tags found: main (3 runs), v0.2-rc (1 run)"]
 
 
-def test_a_tag_with_zero_usable_runs(tmp_path, no_scoring):
+def test_a_tag_with_zero_usable_runs(tmp_path, no_scoring, sloan):
     make_tag(tmp_path, "main", 3)
     make_run(tmp_path, "v0.2-rc", "cut", complete=False)
-    r = invoke(compare, "main", "v0.2-rc", "--runs", tmp_path)
+    r = sloan("compare", "main", "v0.2-rc", "--runs", tmp_path)
     assert r.exit_code == 2
     assert r.output.splitlines() == [f"error: tag 'v0.2-rc' has no complete run under {tmp_path}",
                                      "  its runs (profile/scenario): smoke/dns_latency incomplete x1"]
     make_run(tmp_path, "v0.2-rc", "r1")
-    r = invoke(compare, "main", "v0.2-rc", "--runs", tmp_path, "--profile", "full")
+    r = sloan("compare", "main", "v0.2-rc", "--runs", tmp_path, "--profile", "full")
     assert r.exit_code == 2
     assert r.output.splitlines()[0] == f"error: tag 'main' has no complete run of profile full under {tmp_path}"
 
 
-def test_mixed_profiles_are_named_and_profile_picks_one(tmp_path, no_scoring):
+def test_mixed_profiles_are_named_and_profile_picks_one(tmp_path, no_scoring, sloan):
     make_tag(tmp_path, "main", 3)
     make_run(tmp_path, "main", "long", profile="full")
     make_tag(tmp_path, "v0.2-rc", 3)
-    r = invoke(compare, "main", "v0.2-rc", "--runs", tmp_path)
+    r = sloan("compare", "main", "v0.2-rc", "--runs", tmp_path)
     assert r.exit_code == 2
     assert r.output.splitlines() == [
         "error: tag 'main' has runs of mixed profiles: full (1 run), smoke (3 runs)",
         "  a comparison uses one profile: pass --profile full or --profile smoke"]
-    r = invoke(compare, "main", "v0.2-rc", "--runs", tmp_path, "--profile", "smoke")
+    r = sloan("compare", "main", "v0.2-rc", "--runs", tmp_path, "--profile", "smoke")
     assert r.exit_code == 0, r.output
 
 
-def test_tags_of_different_profiles(tmp_path, no_scoring):
+def test_tags_of_different_profiles(tmp_path, no_scoring, sloan):
     make_tag(tmp_path, "main", 2)
     make_tag(tmp_path, "v0.2-rc", 2, profile="full")
-    r = invoke(compare, "main", "v0.2-rc", "--runs", tmp_path)
+    r = sloan("compare", "main", "v0.2-rc", "--runs", tmp_path)
     assert r.exit_code == 2
     assert r.output.splitlines()[0] == "error: the tags were recorded with different profiles: main smoke, v0.2-rc full"
 
 
-def test_bad_usage(tmp_path):
-    r = invoke(compare, "main", "--runs", tmp_path)
+def test_bad_usage(tmp_path, sloan):
+    r = sloan("compare", "main", "--runs", tmp_path)
     assert r.exit_code == 2
     assert "give two or three TAGs, or none for the baseline rule (got 1)" in r.output
-    r = invoke(compare, "main", "main", "--runs", tmp_path / "nothing")
+    r = sloan("compare", "main", "main", "--runs", tmp_path / "nothing")
     assert r.exit_code == 2
     assert r.output.splitlines()[0] == f"error: {tmp_path / 'nothing'} does not exist"
 
@@ -259,10 +244,10 @@ def gate_args(root, *extra):
     return ("--runs", root, "--base", "main", "--candidate", "v0.2-rc", "--resamples", 2000, *extra)
 
 
-def test_gate_passes_equal_releases(tmp_path, scoring):
+def test_gate_passes_equal_releases(tmp_path, scoring, sloan):
     make_tag(tmp_path, "main", 10)
     make_tag(tmp_path, "v0.2-rc", 10, scale=1.02)
-    r = invoke(gate, *gate_args(tmp_path))
+    r = sloan("gate", *gate_args(tmp_path))
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     assert lines[0] == "## Release gate: v0.2-rc against main — PASS"
@@ -272,11 +257,11 @@ def test_gate_passes_equal_releases(tmp_path, scoring):
     assert "| recorder overhead | pass | 2.00 % | <= 5 % (safety.max_overhead_pct) |" in r.output
 
 
-def test_gate_fails_a_ttft_p95_regression(tmp_path, scoring):
+def test_gate_fails_a_ttft_p95_regression(tmp_path, scoring, sloan):
     make_tag(tmp_path, "main", 10)
     make_tag(tmp_path, "v0.2-rc", 10, scale=1.15)
     summary, artifact = tmp_path / "gate.md", tmp_path / "gate.json"
-    r = invoke(gate, *gate_args(tmp_path, "--summary", summary, "--json", artifact))
+    r = sloan("gate", *gate_args(tmp_path, "--summary", summary, "--json", artifact))
     assert r.exit_code == 1, r.output
     assert r.output == f"gate: regression (failed: TTFT p95 regression); exit 1; summary {summary}\n"
     assert summary.read_text().startswith("## Release gate: v0.2-rc against main — REGRESSION")
@@ -292,70 +277,70 @@ def test_gate_fails_a_ttft_p95_regression(tmp_path, scoring):
     ({"score": {**GOOD_SCORE, "recall": 0.6}}, "attribution recall"),
     ({"overhead": 7.5}, "recorder overhead"),
 ])
-def test_gate_fails_attribution_and_overhead(tmp_path, scoring, kw, failed):
+def test_gate_fails_attribution_and_overhead(tmp_path, scoring, kw, failed, sloan):
     make_tag(tmp_path, "main", 10)
     make_tag(tmp_path, "v0.2-rc", 10, **kw)
-    r = invoke(gate, *gate_args(tmp_path))
+    r = sloan("gate", *gate_args(tmp_path))
     assert r.exit_code == 1, r.output
     assert r.output.splitlines()[2] == f"failed: {failed}. Exit code 1."
 
 
-def test_gate_on_an_exploratory_comparison_exits_2_unless_allowed(tmp_path, scoring):
+def test_gate_on_an_exploratory_comparison_exits_2_unless_allowed(tmp_path, scoring, sloan):
     make_tag(tmp_path, "main", 3)
     make_tag(tmp_path, "v0.2-rc", 3, scale=1.3)
-    r = invoke(gate, *gate_args(tmp_path))
+    r = sloan("gate", *gate_args(tmp_path))
     assert r.exit_code == 2, r.output
     assert r.output.splitlines()[0] == "## Release gate: v0.2-rc against main — CANNOT JUDGE"
     assert r.output.splitlines()[2] == (
         "exploratory: fewer than 10 runs per tag and profile (main 3, v0.2-rc 3); an exploratory comparison "
         "never passes or fails a release (--allow-exploratory judges it anyway). Exit code 2.")
     assert "| TTFT p95 regression | fail |" in r.output  # reported, not acted on
-    r = invoke(gate, *gate_args(tmp_path, "--allow-exploratory"))
+    r = sloan("gate", *gate_args(tmp_path, "--allow-exploratory"))
     assert r.exit_code == 1, r.output
 
 
-def test_gate_cannot_judge_without_attribution(tmp_path, no_scoring):
+def test_gate_cannot_judge_without_attribution(tmp_path, no_scoring, sloan):
     make_tag(tmp_path, "main", 10)
     make_tag(tmp_path, "v0.2-rc", 10)
-    r = invoke(gate, *gate_args(tmp_path))
+    r = sloan("gate", *gate_args(tmp_path))
     assert r.exit_code == 2, r.output
     assert r.output.splitlines()[2] == "cannot judge: attribution precision, attribution recall. Exit code 2."
     assert "attribution metrics unavailable: analyze.scoring cannot be imported" in r.output
 
 
-def test_gate_cannot_judge_when_scoring_is_exploratory(tmp_path, scoring):
+def test_gate_cannot_judge_when_scoring_is_exploratory(tmp_path, scoring, sloan):
     make_tag(tmp_path, "main", 10)
     make_tag(tmp_path, "v0.2-rc", 10, scoring_exploratory=True)
-    r = invoke(gate, *gate_args(tmp_path))
+    r = sloan("gate", *gate_args(tmp_path))
     assert r.exit_code == 2, r.output
     assert r.output.splitlines()[2] == "cannot judge: attribution precision, attribution recall. Exit code 2."
     assert ("scoring is exploratory (class none has 1 test run(s) < 10): it never passes the gate"
             in r.output)
-    r = invoke(gate, *gate_args(tmp_path, "--allow-exploratory"))
+    r = sloan("gate", *gate_args(tmp_path, "--allow-exploratory"))
     assert r.exit_code == 0, r.output
 
 
-def test_gate_cannot_judge_without_labelled_runs(tmp_path, scoring):
+def test_gate_cannot_judge_without_labelled_runs(tmp_path, scoring, sloan):
     make_tag(tmp_path, "main", 10)
     make_tag(tmp_path, "v0.2-rc", 10, labelled=False)
-    r = invoke(gate, *gate_args(tmp_path))
+    r = sloan("gate", *gate_args(tmp_path))
     assert r.exit_code == 2, r.output
     assert ("| attribution recall | cannot_judge | n/a | >= 0.85 | no attribution recall for v0.2-rc "
             "(no labelled run, or no window to score) |") in r.output
     assert "- v0.2-rc: no run with labels.parquet, so no attribution scores" in r.output
 
 
-def test_gate_cannot_judge_different_scenarios(tmp_path, scoring):
+def test_gate_cannot_judge_different_scenarios(tmp_path, scoring, sloan):
     make_tag(tmp_path, "main", 10)
     make_tag(tmp_path, "v0.2-rc", 10, scenario="tcp_loss")
-    r = invoke(gate, *gate_args(tmp_path))
+    r = sloan("gate", *gate_args(tmp_path))
     assert r.exit_code == 2, r.output
     assert "| class balance | cannot_judge | main: dns_latency 10; v0.2-rc: tcp_loss 10 |" in r.output
 
 
-def test_gate_bad_input_exits_2(tmp_path, scoring):
+def test_gate_bad_input_exits_2(tmp_path, scoring, sloan):
     make_tag(tmp_path, "main", 10)
-    r = invoke(gate, "--runs", tmp_path, "--base", "main", "--candidate", "v0.2-rc")
+    r = sloan("gate", "--runs", tmp_path, "--base", "main", "--candidate", "v0.2-rc")
     assert r.exit_code == 2
     assert r.output.splitlines() == [f"error: tag 'v0.2-rc' has no runs under {tmp_path}",
                                      "  tags found: main (10 runs)"]
@@ -364,12 +349,12 @@ def test_gate_bad_input_exits_2(tmp_path, scoring):
 # --- repro ------------------------------------------------------------------------------
 
 
-def test_repro_flags_a_metric_that_varies_more_than_10_percent(tmp_path):
+def test_repro_flags_a_metric_that_varies_more_than_10_percent(tmp_path, sloan):
     for k, level in enumerate((500, 510, 490)):
         make_run(tmp_path, "main", f"steady-{k}", scenario="dns_latency", ttft=level)
     for k, level in enumerate((500, 800, 350)):
         make_run(tmp_path, "main", f"noisy-{k}", scenario="tcp_loss", ttft=level)
-    r = invoke(repro, "--runs", tmp_path, "--json", "-")
+    r = sloan("repro", "--runs", tmp_path, "--json", "-")
     assert r.exit_code == 0, r.output
     rows = {(x["scenario"], x["metric"]): x for x in json.loads(r.output)["rows"]}
     assert rows[("dns_latency", "ttft_p95_ms")]["cv"] == pytest.approx(0.02)
@@ -377,14 +362,14 @@ def test_repro_flags_a_metric_that_varies_more_than_10_percent(tmp_path):
     assert rows[("dns_latency", "error_rate")]["cv"] == 0.0  # 0 in every rerun
     assert rows[("tcp_loss", "ttft_p95_ms")]["flagged"] and rows[("tcp_loss", "fault_ttft_p95_ms")]["flagged"]
     assert rows[("tcp_loss", "ttft_p95_ms")]["runs"] == 3
-    r = invoke(repro, "--runs", tmp_path, "--check")
+    r = sloan("repro", "--runs", tmp_path, "--check")
     assert r.exit_code == 1
     assert "3 of 8 metric(s) flagged." in r.output
 
 
-def test_repro_with_one_run_per_group_cannot_judge(tmp_path):
+def test_repro_with_one_run_per_group_cannot_judge(tmp_path, sloan):
     make_run(tmp_path, "main", "once")
-    r = invoke(repro, "--runs", tmp_path, "--check")
+    r = sloan("repro", "--runs", tmp_path, "--check")
     assert r.exit_code == 2
     assert "n/a (< 2 runs)" in r.output
     assert "note: main/dns_latency seed 42 smoke: 1 rerun(s), the reproducibility rule asks for 3" in r.output
@@ -450,11 +435,11 @@ def test_git_tag_order_decides_which_stable_tag_is_previous(tmp_path):
     assert order_tags(["v0.2-rc", "v0.9.0", "v0.1.0"], repo)[0] == ["v0.1.0", "v0.9.0", "v0.2-rc"]
 
 
-def test_repo_that_is_not_git(tmp_path, no_scoring):
+def test_repo_that_is_not_git(tmp_path, no_scoring, sloan):
     make_tag(tmp_path / "runs", "main", 2)
     make_tag(tmp_path / "runs", "v0.2-rc", 2)
     (tmp_path / "plain").mkdir()
-    r = invoke(compare, "--runs", tmp_path / "runs", "--repo", tmp_path / "plain")
+    r = sloan("compare", "--runs", tmp_path / "runs", "--repo", tmp_path / "plain")
     assert r.exit_code == 2
     assert r.output.splitlines()[0].startswith(f"error: cannot list the git tags of {tmp_path / 'plain'}: fatal:")
 

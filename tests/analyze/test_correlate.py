@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from analyze.cli import main
 from analyze.correlate import OUTPUTS, STEPS, TIERS, correlate, correlate_run, prepare
 from analyze.session import open_runs
+from tests.support.runs import write_run as write_run_dir
 from runfmt import queries
 from runfmt.manifest import write_manifest
 from runfmt.schema import KERNEL_EVENTS, SPANS
@@ -46,16 +47,7 @@ def span(n: int) -> str:
 
 def write_run(root: Path, run_id: str, events: list[dict], spans: list[dict], *, parts: int = 1) -> Path:
     """A run directory in the hive layout; rows are dicts, missing columns null."""
-    run_dir = root / "tag=t" / "scenario=s" / f"run={run_id}"
-    for name, schema, rows in (("kernel_events", KERNEL_EVENTS, events), ("spans", SPANS, spans)):
-        (run_dir / name).mkdir(parents=True)
-        table = pa.Table.from_pylist(rows, schema=schema)
-        step = max(1, -(-len(rows) // parts))
-        for i in range(parts):
-            pq.write_table(table.slice(i * step, step), run_dir / name / f"part-{i:05d}.parquet")
-    write_manifest(run_dir, {"run_id": run_id, "tag": "t", "scenario": "s", "complete": True,
-                             "capability": {"mode": "core_full"}, "counters": {}})
-    return run_dir
+    return write_run_dir(root, run_id, tag="t", scenario="s", parts=parts, kernel_events=events, spans=spans)
 
 
 def ev(detail: str, t_ms: float, signal: str = "dns", value_ms: float | None = None, **cols) -> dict:

@@ -31,7 +31,7 @@ from analyze.scoring import (
 from analyze.slo import RunInfo
 from analyze.stats import resample_indices
 from runfmt.config import load_config
-from tests.analyze.fixtures_runs import make_run
+from tests.support.lab_run import make_run
 
 S = 1_000_000_000
 DATASET = Path(__file__).resolve().parents[2] / "datasets" / "labeled"

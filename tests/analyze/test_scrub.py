@@ -36,7 +36,7 @@ from runfmt.config import load_config
 from runfmt.errors import ConfigError, DataError
 from runfmt.manifest import write_manifest
 from runfmt.schema import SPANS
-from tests.analyze.fixtures_runs import make_run
+from tests.support.lab_run import make_run
 
 LABELED = Path(__file__).resolve().parents[2] / "datasets" / "labeled"
 RUNS = ("tag=main/scenario=connect_stall/run=20261130T083734Z-fd39",

@@ -21,7 +21,7 @@ from analyze.slo import (
 from runfmt.config import load_config
 from runfmt.contracts import validate
 from runfmt.errors import ConfigError
-from tests.analyze.fixtures_runs import GATEWAY_POD, NAMESPACE, NODE, T0, make_run
+from tests.support.lab_run import GATEWAY_POD, NAMESPACE, NODE, T0, make_run
 
 S = 1_000_000_000
 

@@ -8,84 +8,73 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
-from analyze.cli import main
 from capture import columns as S
-from runfmt.manifest import write_manifest
+from tests.support.runs import write_run
 
 
 def _make_run(root, run_id, signals=("dns", "dns", "connect")):
-    run_dir = root / "tag=main" / "scenario=adhoc" / f"run={run_id}"
-    (run_dir / "kernel_events").mkdir(parents=True)
     n = len(signals)
     table = S.kernel_events_table({
         "ts_ns": np.arange(n, dtype=np.int64) + 1_700_000_000_000_000_000,
         "signal": pa.array(signals), "pid": np.full(n, 42, np.int32),
         "value_ns": np.array([1_000_000 * (i + 1) for i in range(n)], np.int64),
         "errno": np.zeros(n, np.int32)}, n)
-    pq.write_table(table, run_dir / "kernel_events" / "part-00000.parquet")
-    write_manifest(run_dir, {"run_id": run_id, "tag": "main", "scenario": "adhoc", "complete": True,
-                             "capability": {"mode": "core_full"}, "counters": {}})
-    return run_dir
+    return write_run(root, run_id, scenario="adhoc", kernel_events=table)
 
 
-def _sql(*args):
-    return CliRunner().invoke(main, ["sql", *args])
-
-
-def test_views_span_every_run_below_a_root(tmp_path):
+def test_views_span_every_run_below_a_root(tmp_path, sloan):
     _make_run(tmp_path, "a")
     _make_run(tmp_path, "b")
-    r = _sql("SELECT run, signal, count(*) AS n FROM kernel_events GROUP BY ALL ORDER BY ALL",
+    r = sloan("sql", "SELECT run, signal, count(*) AS n FROM kernel_events GROUP BY ALL ORDER BY ALL",
              "--runs", str(tmp_path), "--format", "csv")
     assert r.exit_code == 0, r.output
     assert r.output.splitlines() == ['"run","signal","n"', '"a","connect",1', '"a","dns",2',
                                      '"b","connect",1', '"b","dns",2']
-    r = _sql("SELECT run_id, mode FROM runs ORDER BY 1", "--runs", str(tmp_path), "--format", "json")
+    r = sloan("sql", "SELECT run_id, mode FROM runs ORDER BY 1", "--runs", str(tmp_path), "--format", "json")
     assert [json.loads(line) for line in r.output.splitlines()] == [
         {"run_id": "a", "mode": "core_full"}, {"run_id": "b", "mode": "core_full"}]
 
 
-def test_parquet_output_needs_a_file(tmp_path):
+def test_parquet_output_needs_a_file(tmp_path, sloan):
     _make_run(tmp_path, "a")
-    r = _sql("SELECT 1", "--runs", str(tmp_path), "--format", "parquet")
+    r = sloan("sql", "SELECT 1", "--runs", str(tmp_path), "--format", "parquet")
     assert r.exit_code == 2
     assert "--format parquet needs --output FILE" in r.output
     out = tmp_path / "out.parquet"
-    r = _sql("SELECT * FROM kernel_events", "--runs", str(tmp_path), "--format", "parquet", "-o", str(out))
+    r = sloan("sql", "SELECT * FROM kernel_events", "--runs", str(tmp_path), "--format", "parquet", "-o", str(out))
     assert r.exit_code == 0 and pq.read_table(out).num_rows == 3
 
 
-def test_corrupt_part_is_named_and_skip_bad_opens_the_rest(tmp_path):
+def test_corrupt_part_is_named_and_skip_bad_opens_the_rest(tmp_path, sloan):
     _make_run(tmp_path, "good")
     bad = _make_run(tmp_path, "bad") / "kernel_events" / "part-00000.parquet"
     bad.write_bytes(b"PAR1 this is not parquet")
-    r = _sql("SELECT count(*) AS n FROM kernel_events", "--runs", str(tmp_path))
+    r = sloan("sql", "SELECT count(*) AS n FROM kernel_events", "--runs", str(tmp_path))
     assert r.exit_code == 1
     assert f"error: {bad}: not readable Parquet" in r.output
     assert "pass --skip-bad to open the rest" in r.output
-    r = _sql("SELECT count(*) AS n FROM kernel_events", "--runs", str(tmp_path), "--skip-bad", "--format", "csv")
+    r = sloan("sql", "SELECT count(*) AS n FROM kernel_events", "--runs", str(tmp_path), "--skip-bad", "--format", "csv")
     assert r.exit_code == 0
     assert f"skipped: {bad}: not readable Parquet" in r.output
     assert r.output.splitlines()[-1] == "3"
 
 
-def test_missing_column_is_named(tmp_path):
+def test_missing_column_is_named(tmp_path, sloan):
     run_dir = _make_run(tmp_path, "a")
     pq.write_table(pa.table({"ts_ns": [1]}), run_dir / "kernel_events" / "part-00001.parquet")
-    r = _sql("SELECT 1", "--runs", str(tmp_path))
+    r = sloan("sql", "SELECT 1", "--runs", str(tmp_path))
     assert r.exit_code == 1
     assert "part-00001.parquet: missing column(s) signal, pid" in r.output
 
 
-def test_no_runs_and_bad_sql_say_what_to_do(tmp_path):
-    r = _sql("SELECT 1", "--runs", str(tmp_path))
+def test_no_runs_and_bad_sql_say_what_to_do(tmp_path, sloan):
+    r = sloan("sql", "SELECT 1", "--runs", str(tmp_path))
     assert r.exit_code == 1
     assert "no run directory (with manifest.json)" in r.output
     assert "slocap record --out DIR" in r.output
     _make_run(tmp_path, "a")
-    r = _sql("SELECT nope FROM kernel_events", "--runs", str(tmp_path))
+    r = sloan("sql", "SELECT nope FROM kernel_events", "--runs", str(tmp_path))
     assert r.exit_code == 1
     assert "error: query failed:" in r.output
     assert "DESCRIBE kernel_events" in r.output

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pyarrow as pa
 import pytest
-from triggers import SENDER, SINK
+from tests.support.triggers import SENDER, SINK
 
 from capture import columns as S
 from capture.bcc import BCC_SIGNALS, SOURCE_DIR, BccSignal, bcc_available, kernel_source

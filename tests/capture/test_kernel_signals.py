@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from triggers import SENDER, SINK
+from tests.support.triggers import SENDER, SINK
 
 from replay.netns import HostPair, drop_ingress_every
 from runfmt.contracts import probe_event_from_row, validate

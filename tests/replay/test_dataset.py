@@ -9,14 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from replay.dataset import compact_run, select_runs
+from tests.support.runs import write_run
 from runfmt.manifest import MANIFEST
 
 
 def _run(root: Path, scenario: str, run_id: str) -> Path:
-    d = root / "tag=main" / f"scenario={scenario}" / f"run={run_id}"
-    d.mkdir(parents=True)
-    (d / MANIFEST).write_text(json.dumps({"run_id": run_id, "scenario": scenario}))
-    return d
+    return write_run(root, run_id, scenario=scenario)
 
 
 def test_select_keeps_the_first_reps_of_each_scenario_and_fewer_mixed(tmp_path):

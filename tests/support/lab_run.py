@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from capture import columns as S
 from runfmt import schema
-from runfmt.manifest import write_manifest
 from runfmt.schema import SPANS
+from tests.support.runs import write_run
 
 T0 = 1_700_000_000_000_000_000  # wall ns of the first request
 MS = 1_000_000
@@ -47,9 +46,6 @@ def make_run(root: Path, run_id: str, *, scenario: str = "dns_latency", fault: s
 
     fault "dns": every getaddrinfo takes `dns_fault_ms` during the fault phase (labelled
     network_dns); None: a baseline run (labels.parquet without rows)."""
-    run_dir = root / "tag=main" / f"scenario={scenario}" / f"run={run_id}"
-    for sub in ("requests", "spans", "kernel_events"):
-        (run_dir / sub).mkdir(parents=True, exist_ok=True)
     base_s, fault_s, _ = (p[1] for p in PHASES)
     fault_lo, fault_hi = T0 + int(base_s * 1e9), T0 + int((base_s + fault_s) * 1e9)
     rng = np.random.default_rng(seed)
@@ -104,18 +100,14 @@ def make_run(root: Path, run_id: str, *, scenario: str = "dns_latency", fault: s
              "saddr": "10.0.0.2", "sport": 30000 + i, "daddr": "10.0.0.3", "dport": 8081, "family": 2,
              "span_id": retrieve_id},
         ]
-    pq.write_table(pa.Table.from_pylist(requests, schema=schema.REQUESTS), run_dir / "requests" / "part-00000.parquet")
-    pq.write_table(_spans_table(spans), run_dir / "spans" / "part-00000.parquet")
     cols = {f.name: pa.array([e.get(f.name) for e in events], f.type) for f in schema.KERNEL_EVENTS}
-    pq.write_table(S.kernel_events_table(cols, len(events)), run_dir / "kernel_events" / "part-00000.parquet")
+    tables = {"requests": requests, "spans": _spans_table(spans),
+              "kernel_events": S.kernel_events_table(cols, len(events))}
     if labels:
-        rows = ([{"run_id": run_id, "scenario": scenario, "domain": "network_dns", "target": "dns",
-                  "start_ns": fault_lo, "end_ns": fault_hi}] if fault == "dns" else [])
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema.LABELS), run_dir / "labels.parquet")
-    write_manifest(run_dir, {
-        "run_id": run_id, "tag": "main", "scenario": scenario, "node": NODE, "profile": "smoke",
-        "complete": True, "phases": dict(PHASES), "seed": seed,
+        tables["labels"] = ([{"run_id": run_id, "scenario": scenario, "domain": "network_dns", "target": "dns",
+                              "start_ns": fault_lo, "end_ns": fault_hi}] if fault == "dns" else [])
+    return write_run(root, run_id, scenario=scenario, manifest={
+        "node": NODE, "profile": "smoke", "phases": dict(PHASES), "seed": seed,
         "capability": {"mode": "core_full",
-                       "signals": {s: {"attached": s in signals, "enabled": True} for s in SIGNALS}},
-        "counters": {}})
-    return run_dir
+                       "signals": {s: {"attached": s in signals, "enabled": True} for s in SIGNALS}}},
+        **tables)
