@@ -532,7 +532,8 @@ def scrub(paths: Iterable[Path], out: Path, key_file: Path, *, allow_attributes:
 
     `allow_attributes` adds span attribute names to ALLOWED_ATTRIBUTES. `progress(done,
     total, run_dir)` is called before each run and once more at the end (run_dir None)."""
-    from analyze.session import find_runs, read_manifest
+    from analyze.session import find_runs
+    from runfmt.manifest import read_manifest
 
     paths = [Path(p) for p in paths]
     out = Path(out)

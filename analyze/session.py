@@ -11,12 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import jsonschema
 import pyarrow as pa
 import pyarrow.parquet as pq
-from jsonschema.exceptions import best_match
 
-from runfmt import manifest as run_manifest
+from runfmt.manifest import read_manifest
 from runfmt.errors import DataError
 from runfmt.manifest import MANIFEST
 from runfmt.schema import TABLES
@@ -130,57 +128,6 @@ def _check_parquet(path: Path, schema: pa.Schema) -> str | None:
             if not stands_for(actual, f.type):
                 problems.append(f"column {f.name} is {actual}, expected {f.type}")
     return "; ".join(problems) or None
-
-
-def _nullable(t: str, **more) -> dict:
-    return {"type": [t, "null"], **more}
-
-
-# the manifest fields the analyzer reads and the JSON types that may stand there
-MANIFEST_SCHEMA = {
-    "type": "object",
-    "properties": {
-        **{k: _nullable("string") for k in ("run_id", "tag", "scenario", "profile", "node", "stop_reason",
-                                            "started_at", "git_sha")},
-        "seed": _nullable("integer"), "complete": _nullable("boolean"), "duration_s": _nullable("number"),
-        "capability": _nullable("object", properties={
-            "mode": _nullable("string"), "signals": _nullable("object", additionalProperties={"type": "object"})}),
-        "phases": _nullable("object", additionalProperties={"type": "number", "description": "seconds"}),
-        "host": _nullable("object", properties={"hostname": _nullable("string")}),
-    },
-}
-_MANIFEST_VALIDATOR = jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
-_JSON_TYPES = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string",
-               list: "array", dict: "object"}
-
-
-def _manifest_problem(m) -> str | None:
-    """None when the fields the analyzer reads have usable types; else the bad field."""
-    error = best_match(_MANIFEST_VALIDATOR.iter_errors(m))
-    if error is None:
-        return None
-    have = _JSON_TYPES.get(type(error.instance), type(error.instance).__name__)
-    if not error.absolute_path:
-        return f"not a JSON object but {have}"
-    expected = [t for t in ([error.validator_value] if isinstance(error.validator_value, str)
-                            else error.validator_value) if t != "null"]
-    unit = f" ({error.schema['description']})" if "description" in error.schema else ""
-    field = ".".join(map(str, error.absolute_path))
-    return f"field {field} is {have}, expected {' or '.join(expected)}{unit}"
-
-
-def read_manifest(run_dir: Path, hint: str = "fix or remove that run") -> dict:
-    """The run's manifest.json, with the fields the analyzer reads checked; DataError naming
-    the file (and field) when it cannot be read or holds the wrong types."""
-    path = Path(run_dir) / MANIFEST
-    try:
-        m = run_manifest.read_manifest(Path(run_dir))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read: {exc}", hint) from None
-    problem = _manifest_problem(m)
-    if problem is not None:
-        raise DataError(f"{path}: {problem}", hint)
-    return m
 
 
 def _manifest_row(run_dir: Path, hint: str) -> dict:

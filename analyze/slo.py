@@ -254,7 +254,7 @@ class RunInfo:
 
     @classmethod
     def read(cls, run_dir: Path) -> RunInfo:
-        from analyze.session import read_manifest
+        from runfmt.manifest import read_manifest
 
         run_dir = Path(run_dir)
         m = read_manifest(run_dir)  # DataError naming the file (and field) when damaged

@@ -14,7 +14,6 @@ import select
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +29,6 @@ from capture.probe import LoadedSignal
 from capture.safety import LoadShedder, ResourceMonitor, samples_table
 from capture.signals import LIBC, SIGNALS, TRACECTX
 from runfmt import manifest as M
-from runfmt.config import config_hash
 from runfmt.errors import CaptureError, SloError
 from runfmt.runs import new_run_id, run_dir_for
 from runfmt.writer import RunWriters
@@ -116,10 +114,6 @@ def resolve_mode(mode: str) -> str:
     from capture.preflight import BTF_PATH
 
     return "core" if BTF_PATH.exists() else "bcc"
-
-
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat()
 
 
 class Recorder:
@@ -228,18 +222,13 @@ class Recorder:
         o = self.opts
         events = sum(c.read for c in self.counts.values())
         return {
-            "schema_version": 1,
-            "run_id": self.run_id, "tag": o.tag, "scenario": o.scenario,
-            "seed": o.seed, "profile": o.profile, "phases": o.phases,
-            "git_sha": M.git_sha(), "tool_version": M.tool_version(),
-            "host": M.host_info(), "node": self.node,
+            **M.identity(run_id=self.run_id, tag=o.tag, scenario=o.scenario, seed=o.seed, profile=o.profile,
+                         phases=o.phases, config=o.config),
             "pods_file": str(o.pods_file) if o.pods_file else None,
             "cgroup_filter": str(o.cgroup) if o.cgroup else None,
             "capability": self._capability(),
-            "config_hash": config_hash(o.config), "config": o.config,
             "clock": self.anchor.to_dict() if self.anchor else None,
-            "started_at": _iso(started_ns), "ended_at": _iso(ended_ns) if ended_ns else None,
-            "duration_s": round((ended_ns - started_ns) / 1e9, 3) if ended_ns else None,
+            **M.timing(started_ns, ended_ns),
             "requested_duration_s": o.duration_s,
             "state": state, "complete": complete, "stop_reason": stop_reason,
             "counters": {name: c.to_dict() for name, c in self.counts.items()},

@@ -7,8 +7,14 @@ import os
 import platform
 import socket
 import subprocess
+from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
+
+import jsonschema
+from jsonschema.exceptions import best_match
+
+from runfmt.errors import DataError
 
 MANIFEST = "manifest.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,5 +46,73 @@ def write_manifest(run_dir: Path, manifest: dict) -> None:
     os.replace(tmp, run_dir / MANIFEST)
 
 
-def read_manifest(run_dir: Path) -> dict:
-    return json.loads((run_dir / MANIFEST).read_text())
+def _nullable(t: str, **more) -> dict:
+    return {"type": [t, "null"], **more}
+
+
+# the manifest fields the analyzer reads and the JSON types that may stand there
+MANIFEST_SCHEMA = {
+    "type": "object",
+    "properties": {
+        **{k: _nullable("string") for k in ("run_id", "tag", "scenario", "profile", "node", "stop_reason",
+                                            "started_at", "git_sha")},
+        "seed": _nullable("integer"), "complete": _nullable("boolean"), "duration_s": _nullable("number"),
+        "capability": _nullable("object", properties={
+            "mode": _nullable("string"), "signals": _nullable("object", additionalProperties={"type": "object"})}),
+        "phases": _nullable("object", additionalProperties={"type": "number", "description": "seconds"}),
+        "host": _nullable("object", properties={"hostname": _nullable("string")}),
+    },
+}
+_MANIFEST_VALIDATOR = jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
+_JSON_TYPES = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string",
+               list: "array", dict: "object"}
+
+
+def _manifest_problem(m) -> str | None:
+    """None when the fields the analyzer reads have usable types; else the bad field."""
+    error = best_match(_MANIFEST_VALIDATOR.iter_errors(m))
+    if error is None:
+        return None
+    have = _JSON_TYPES.get(type(error.instance), type(error.instance).__name__)
+    if not error.absolute_path:
+        return f"not a JSON object but {have}"
+    expected = [t for t in ([error.validator_value] if isinstance(error.validator_value, str)
+                            else error.validator_value) if t != "null"]
+    unit = f" ({error.schema['description']})" if "description" in error.schema else ""
+    field = ".".join(map(str, error.absolute_path))
+    return f"field {field} is {have}, expected {' or '.join(expected)}{unit}"
+
+
+def read_manifest(run_dir: Path, hint: str = "fix or remove that run") -> dict:
+    """The run's manifest.json, with the fields the analyzer reads checked; DataError naming
+    the file (and field) when it cannot be read or holds the wrong types."""
+    path = Path(run_dir) / MANIFEST
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}", hint) from None
+    problem = _manifest_problem(m)
+    if problem is not None:
+        raise DataError(f"{path}: {problem}", hint)
+    return m
+
+
+def identity(*, run_id: str, tag: str, scenario: str, seed: int | None, profile: str | None,
+             phases: dict | None, config: dict) -> dict:
+    """What a run is, and where and with what it was recorded: the manifest's fixed part."""
+    from runfmt.config import config_hash
+
+    host = host_info()
+    return {"schema_version": 1, "run_id": run_id, "tag": tag, "scenario": scenario, "seed": seed,
+            "profile": profile, "phases": phases, "git_sha": git_sha(), "tool_version": tool_version(),
+            "host": host, "node": host["hostname"], "config_hash": config_hash(config), "config": config}
+
+
+def timing(started_ns: int, ended_ns: int | None) -> dict:
+    """started_at, ended_at (UTC, ISO 8601) and duration_s; the end ones None while recording."""
+    return {"started_at": _iso(started_ns), "ended_at": _iso(ended_ns) if ended_ns else None,
+            "duration_s": round((ended_ns - started_ns) / 1e9, 3) if ended_ns else None}
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat()

@@ -30,7 +30,8 @@ from analyze.correlate import correlate as run_correlation
 from analyze.correlate import correlate_run
 from analyze.scoring import score_runs
 from analyze.scrub import ALLOWED_ATTRIBUTES, Pseudonyms, key_fingerprint, scrub
-from analyze.session import find_runs, read_manifest
+from analyze.session import find_runs
+from runfmt.manifest import read_manifest
 from analyze.slo import evaluate, workload_of
 from runfmt.config import load_config
 from runfmt.errors import ConfigError, DataError
