@@ -42,7 +42,7 @@ def comparison_tables(cmp):
     """The metric table and the run-count table of a comparison, as rich Tables."""
     from rich.table import Table
 
-    from analyze.gate import diff_cells, value_cell
+    from analyze.formatting import diff_cells, value_cell
 
     t = Table(title=f"{' vs '.join(cmp.tags)} · profile {cmp.profile} · median over runs",
               title_justify="left")

@@ -31,7 +31,7 @@ def repro(runs_paths, check, json_out, skip_bad):
     """
     from rich.table import Table
 
-    from analyze.gate import fmt
+    from analyze.formatting import fmt
     from analyze.repro import reproducibility
 
     report = reproducibility(list(runs_paths), skip_bad=skip_bad)
