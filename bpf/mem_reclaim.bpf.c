@@ -13,6 +13,8 @@ struct start {
 	__u32 kind;
 };
 
+/* reclaims in flight, by thread: each object owns such a map (dns.bpf.c
+ * keeps its lookups the same way) */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
@@ -31,6 +33,8 @@ static __always_inline int begin(int order, __u32 kind)
 	return 0;
 }
 
+/* the event of a timed call: reserved, the task's header, its start and
+ * latency; dns.bpf.c and tls.bpf.c fill theirs in the same few steps */
 static __always_inline int end(unsigned long nr_reclaimed)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -65,6 +69,7 @@ int BPF_PROG(memcg_begin, int order) { return begin(order, RECLAIM_MEMCG); }
 SEC("tp_btf/mm_vmscan_memcg_reclaim_end")
 int BPF_PROG(memcg_end, unsigned long nr_reclaimed) { return end(nr_reclaimed); }
 
+/* raw_tp twins of the four programs above, for kernels without tp_btf */
 SEC("raw_tp/mm_vmscan_direct_reclaim_begin")
 int BPF_PROG(direct_begin_raw, int order) { return begin(order, RECLAIM_DIRECT); }
 

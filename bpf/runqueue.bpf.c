@@ -116,6 +116,9 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 }
 
 /* -- raw_tp: per-thread hash ----------------------------------------- */
+/* The tp_btf programs' steps again, with a hash instead of task storage and
+ * probe reads: kernels that refuse tp_btf load these, and autoload switches
+ * one variant off, so the repetition is the price of one object for both. */
 
 static __always_inline void mark_raw(struct task_struct *p)
 {

@@ -87,6 +87,7 @@ def load_private(key: Path) -> Ed25519PrivateKey:
 
 
 def load_public(path: Path) -> Ed25519PublicKey:
+    """The public half (like load_private, without the password and permission checks)."""
     name = str(path)
     if not path.is_file():
         raise ReleaseError(name, "public key not found (pass RELEASE_PUB=the release's public key)")

@@ -73,7 +73,8 @@ svc_spans AS (
     FROM banded
     WHERE service_name IS NOT NULL AND coalesce(k8s_node_name, host_name) IS NOT NULL
 ),
-pairs AS (  -- every (event, span) pair that meets a tier
+pairs AS (  -- every (event, span) pair that meets a tier; one branch per tier, each joining
+            -- on its own keys, so the branches look alike by design
     -- trace_id, the event names its span
     SELECT e.event_no, s.trace_id, s.span_id, s.end_ns - s.start_ns AS span_duration_ns,
            'trace_id' AS tier, $conf_trace_id::DOUBLE AS confidence

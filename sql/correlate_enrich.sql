@@ -14,7 +14,7 @@ WITH matched AS (
     JOIN corr_events e ON e.event_no = b.event_no
     WHERE b.enriches
 ),
-per_span AS (
+per_span AS (  -- count, sum and max per signal: plain columns of the contract, alike by design
     SELECT trace_id, span_id,
         count(*) AS matched_events,
         count(*) FILTER (WHERE signal = 'dns') AS dns_count,

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-/* dns through BCC: uprobe + uretprobe on libc getaddrinfo (twin of dns.bpf.c) */
+/* dns through BCC: uprobe + uretprobe on libc getaddrinfo (twin of dns.bpf.c:
+ * BCC compiles this against kernel headers at run time, without CO-RE, so it
+ * repeats the steps of dns.bpf.c instead of sharing its helpers) */
 #include <uapi/linux/ptrace.h>
 #include "dns.h"
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-/* BCC prelude of every signal: the ring buffer, its wakeup policy, the rate
+/* BCC prelude of every signal (common.bpf.h's steps again, for BCC's run-time
+ * compiler, which cannot include the CO-RE headers): the ring buffer, its wakeup policy, the rate
  * limit and load-shedding sampling, and the counters of events left out (the
  * BCC twin of common.bpf.h).
  * capture/bcc.py puts it in front of the signal's source: BCC rewrites map
