@@ -3,10 +3,16 @@ windows with the multi-window rule, scaled to the run's length.
 
 SLIs, per request of the load generator (requests/*.parquet, sql/slo_requests.sql):
 
-  ttft_ms               time to first token, ms            higher is worse   ok requests
-  request_latency_ms    e2e_ms, ms                         higher is worse   ok requests
-  token_throughput_tps  output_tokens / (e2e_ms / 1000)    LOWER is worse    ok requests
-  error_rate            1.0 when status <> 'ok', else 0.0  higher is worse   every request
+  ttft_ms               time to first token, ms            higher is worse   ok requests   pages
+  tpot_ms               time per output token, ms          higher is worse   ok requests   pages
+  error_rate            1.0 when status <> 'ok', else 0.0  higher is worse   every request pages
+  request_latency_ms    e2e_ms, ms                         higher is worse   ok requests   reports
+  token_throughput_tps  output_tokens / (e2e_ms / 1000)    LOWER is worse    ok requests   reports
+
+TTFT, TPOT and the error rate are the serving SLIs of vLLM's benchmark and GuideLLM, and
+page by default. The E2E latency of a streaming completion, and tokens/s over it, mostly
+measure how many tokens were asked for: they are measured and reported, and page only
+when config `slo.<sli>.page` says so. How the defaults were chosen: docs/slo.md.
 
 Status against config `slo` (config/defaults.json): higher-is-worse SLIs are `breach` when
 value >= breach, `warning` when value >= warning; tokens/s is `breach` when value <= breach
@@ -52,11 +58,11 @@ import numpy as np
 
 from runfmt.errors import ConfigError, DataError
 
-SLIS = ("ttft_ms", "request_latency_ms", "token_throughput_tps", "error_rate")
-UNITS = {"ttft_ms": "ms", "request_latency_ms": "ms", "token_throughput_tps": "tokens/s",
+SLIS = ("ttft_ms", "tpot_ms", "error_rate", "request_latency_ms", "token_throughput_tps")
+UNITS = {"ttft_ms": "ms", "tpot_ms": "ms", "request_latency_ms": "ms", "token_throughput_tps": "tokens/s",
          "error_rate": "ratio"}
 # SLI -> key of its thresholds in config `slo`
-CONFIG_KEYS = {"ttft_ms": "ttft_ms", "request_latency_ms": "request_latency_ms",
+CONFIG_KEYS = {"ttft_ms": "ttft_ms", "tpot_ms": "tpot_ms", "request_latency_ms": "request_latency_ms",
                "token_throughput_tps": "tokens_per_second", "error_rate": "error_rate"}
 LOWER_IS_WORSE = frozenset({"token_throughput_tps"})
 STATUSES = ("ok", "warning", "breach")
@@ -79,6 +85,7 @@ class Thresholds:
     warning: float
     breach: float
     lower_is_worse: bool = False
+    page: bool = True  # its burn rate pages; False: measured and reported only
 
     def statuses(self, values: np.ndarray) -> np.ndarray:
         """ok / warning / breach per value (object array); NaN (not measured) -> None."""
@@ -107,7 +114,8 @@ def thresholds_from_config(config: Mapping) -> dict[str, Thresholds]:
         t = slo.get(key)
         if not isinstance(t, Mapping) or "warning" not in t or "breach" not in t:
             raise ConfigError(f"config slo.{key} needs warning and breach", "see config/defaults.json")
-        out[sli] = Thresholds(float(t["warning"]), float(t["breach"]), sli in LOWER_IS_WORSE)
+        out[sli] = Thresholds(float(t["warning"]), float(t["breach"]), sli in LOWER_IS_WORSE,
+                              bool(t.get("page", True)))
     return out
 
 
@@ -188,12 +196,13 @@ class SloWindow:
 
 
 def burn_windows(done_ns: np.ndarray, bad: Mapping[str, np.ndarray], measured: Mapping[str, np.ndarray],
-                 start_ns: int, scaling: BurnScaling, budget: float, n_windows: int | None = None
-                 ) -> list[SloWindow]:
+                 start_ns: int, scaling: BurnScaling, budget: float, n_windows: int | None = None,
+                 pages: frozenset[str] | None = None) -> list[SloWindow]:
     """Evaluates the rule every scaling.step_s from start_ns.
 
     done_ns: when each request ended; bad[sli] / measured[sli]: boolean arrays over the same
-    requests. Without n_windows, enough windows to cover the last request."""
+    requests. Without n_windows, enough windows to cover the last request. Burn rates are
+    computed for every SLI; only those in `pages` (all when None) can page."""
     done = np.asarray(done_ns, dtype=np.int64)
     step_ns = scaling.step_s * 1e9
     if step_ns <= 0:
@@ -226,6 +235,8 @@ def burn_windows(done_ns: np.ndarray, bad: Mapping[str, np.ndarray], measured: M
         burn = {sli: {name: float(r[k]) for name, r in per.items()} for sli, per in rates.items()}
         paging = {}
         for sli, b in burn.items():
+            if pages is not None and sli not in pages:
+                continue
             fired = [rule for rule, long_w, short_w, threshold in RULES
                      if b[long_w] >= threshold and b[short_w] >= threshold]
             if fired:
@@ -408,7 +419,8 @@ def evaluate_con(con, info: RunInfo, config: Mapping, budget: float | None = Non
     scaling = BurnScaling(run_s)
     measured = {sli: cols[f"{sli}_status"] != None for sli in SLIS}  # noqa: E711
     bad = {sli: cols[f"{sli}_status"] == "breach" for sli in SLIS}
-    windows = burn_windows(done, bad, measured, start_ns, scaling, budget)
+    pages = frozenset(sli for sli, t in thresholds.items() if t.page)
+    windows = burn_windows(done, bad, measured, start_ns, scaling, budget, pages=pages)
     return RunSlo(info, entry_workload(con, info), scaling, budget, start_ns, cols, windows, thresholds)
 
 
@@ -428,7 +440,8 @@ class SloResult:
     runs: list[RunSlo] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"slis": {s: {"unit": UNITS[s], "lower_is_worse": s in LOWER_IS_WORSE} for s in SLIS},
+        return {"slis": {s: {"unit": UNITS[s], "lower_is_worse": s in LOWER_IS_WORSE,
+                             "pages": self.runs[0].thresholds[s].page if self.runs else None} for s in SLIS},
                 "runs": [r.to_dict() for r in self.runs]}
 
 

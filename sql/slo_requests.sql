@@ -6,7 +6,8 @@
 -- columns: request_id, trace_id, phase, status, attempts,
 --          scheduled_ns (wall ns), done_ns (wall ns: when the client saw the request end:
 --            sent_ns + e2e_ms; scheduled_ns when it was never sent or has no e2e),
---          ttft_ms (ms), request_latency_ms (ms, = e2e_ms),
+--          ttft_ms (ms), tpot_ms (ms, the load generator's: (e2e - ttft) / (output tokens - 1)),
+--          request_latency_ms (ms, = e2e_ms),
 --          token_throughput_tps (output tokens / (e2e_ms / 1000), tokens/s; null without
 --            tokens or time), error_rate (1.0 failed, 0.0 ok; ratio)
 SELECT request_id,
@@ -19,6 +20,7 @@ SELECT request_id,
            + CASE WHEN sent_ns IS NOT NULL AND e2e_ms IS NOT NULL
                   THEN round(e2e_ms * 1e6)::BIGINT ELSE 0 END AS done_ns,
        CASE WHEN status = 'ok' THEN ttft_ms END AS ttft_ms,
+       CASE WHEN status = 'ok' THEN tpot_ms END AS tpot_ms,
        CASE WHEN status = 'ok' THEN e2e_ms END AS request_latency_ms,
        CASE WHEN status = 'ok' AND e2e_ms > 0 AND output_tokens > 0
             THEN output_tokens / (e2e_ms / 1000.0) END AS token_throughput_tps,

@@ -111,7 +111,7 @@ def incident_document(ev: RunEvidence, wa: WindowAttribution, max_ids: int = 20)
     done = np.asarray(r["done_ns"], np.int64)
     in_w = (done >= w.start_ns) & (done < w.end_ns)
     breached = np.zeros(done.shape, bool)
-    for key in ("ttft_ms", "request_latency_ms", "token_throughput_tps", "error_rate"):
+    for key in w.paging:  # the requests that breached the SLIs that paged
         breached |= r[f"{key}_status"] == "breach"
     idx = np.flatnonzero(in_w & breached)[:max_ids]
     doc = {

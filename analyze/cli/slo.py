@@ -11,7 +11,7 @@ from analyze.cli.options import (
     model_option, runs_option,
 )
 
-SHORT = {"ttft_ms": "ttft", "request_latency_ms": "latency", "token_throughput_tps": "tokens/s",
+SHORT = {"ttft_ms": "ttft", "tpot_ms": "tpot", "request_latency_ms": "e2e", "token_throughput_tps": "tokens/s",
          "error_rate": "errors"}
 
 
@@ -30,8 +30,9 @@ def slo(runs_paths, config_path, budget, json_out, output) -> None:
     """Per-request SLIs, their status, and the windows whose error budget burns too fast.
 
     \b
-    SLIs: ttft_ms, request_latency_ms (e2e), token_throughput_tps (lower is worse),
-    error_rate. Page rule (SRE workbook): 1h+5m windows both burn >= 14.4, or 6h+30m
+    SLIs: ttft_ms, tpot_ms and error_rate page; request_latency_ms (e2e) and
+    token_throughput_tps (lower is worse) are reported and page only when the config's
+    slo.<sli>.page says so. Page rule (SRE workbook): 1h+5m windows both burn >= 14.4, or 6h+30m
     both >= 6, with every window scaled by run length / 6h (6h -> the run).
     Examples:
       sloan slo --runs runs/tag=main
