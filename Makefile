@@ -13,7 +13,7 @@ BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -I build -I bpf
 
-.PHONY: setup deb tracefs venv bpf bcc wheel demo dataset test test-unit bench clean
+.PHONY: setup deb tracefs venv bpf bcc wheel demo dataset model test test-unit bench clean
 
 setup: deb tracefs venv bpf bcc
 
@@ -76,6 +76,7 @@ demo: setup
 	$(VENV)/bin/slocap lab run $(NIGHTLY) --tag demo --profile smoke --out runs
 	$(VENV)/bin/sloan sql --named phase_summary --runs runs/tag=demo
 	$(VENV)/bin/sloan correlate --runs runs/tag=demo
+	$(VENV)/bin/sloan attribute --runs runs/tag=demo
 
 # The committed labelled set: every fault and the baseline twice, each mixed
 # pair once (smoke), compacted to about 20 MB. REPS=10 MIXED_REPS=10
@@ -88,6 +89,11 @@ dataset: setup
 	$(VENV)/bin/slocap lab run --scenario all --reps $(REPS) --tag main --profile smoke --out build/dataset-runs
 	rm -rf $(DATASET)/tag=*
 	$(PY) -m replay.dataset compact build/dataset-runs $(DATASET) --reps $(REPS) --mixed-reps $(MIXED_REPS)
+
+# The attribution model sloan attribute uses by default: fitted on the training split of
+# the committed labelled set (seed 42), with its provenance and its test-split score
+model: venv
+	$(VENV)/bin/sloan score --runs $(DATASET) --seed 42 --save-model config/model.json
 
 test: setup
 	$(VENV)/bin/pytest

@@ -346,6 +346,18 @@ class ScoreResult:
     def n_runs(self) -> int:
         return len(self.test_runs)
 
+    def fitted_model(self) -> Model:
+        """The model this scoring used, with its provenance: training runs, split, the git
+        commit, and its score on the test runs (what `sloan score --save-model` writes)."""
+        from runfmt.manifest import git_sha
+
+        model = Model.from_dict(self.model)
+        model.trained.update(git_sha=git_sha(), score={
+            "precision": self.precision.value, "recall": self.recall.value, "f1": self.f1.value,
+            "test_runs": self.n_runs, "exploratory": self.exploratory,
+            "class_balance": dict(self.class_balance)})
+        return model
+
     def gate(self, config: Mapping) -> tuple[bool, list[str]]:
         """(passed, reasons it failed). Exploratory never passes."""
         g = config["gate"]

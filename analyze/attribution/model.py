@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from analyze.slo import SloWindow
+from runfmt import CONFIG_DIR
 from runfmt.errors import ConfigError
 from analyze.attribution.evidence import DOMAINS, FEATURES, SIGNATURES, UNKNOWN, shifts
 
@@ -19,6 +20,8 @@ ABSTAIN_BELOW = 0.5  # a domain needs this posterior to be predicted (and blamed
 PRIOR_INTERCEPT, PRIOR_WEIGHT = -4.0, 1.5
 PRIOR_SD_INTERCEPT, PRIOR_SD_WEIGHT = 2.0, 1.0
 MODEL_VERSION = 1
+# the model sloan attribute uses by default: `make model` trains it on datasets/labeled
+SHIPPED = CONFIG_DIR / "model.json"
 
 
 def strongest(domain: str, x: Mapping[str, float]) -> tuple[str | None, float]:
@@ -42,6 +45,7 @@ class Model:
     intercepts: dict[str, float]
     weights: dict[str, float]  # log-odds per doubling of the domain's strongest signal
     trained: dict[str, Any] = field(default_factory=dict)  # runs, split, windows, per-domain counts
+    origin: str = field(default="", compare=False)  # the file it was loaded from, for messages
 
     @classmethod
     def prior(cls) -> Model:
@@ -93,13 +97,44 @@ class Model:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
+    def named(cls, spec: str | Path | None) -> Model:
+        """The model a user names: None, the one shipped with the toolkit
+        (config/model.json, trained on the committed labelled set); "prior", the untrained
+        prior; anything else, a model file (sloan score --save-model)."""
+        if spec is None:
+            return cls.load(SHIPPED)
+        if str(spec) == "prior":
+            return cls.prior()
+        return cls.load(Path(spec))
+
+    def describe(self) -> str:
+        """Which model this is, in one line: where it came from and what it scored."""
+        t = self.trained
+        if t.get("source") == "prior":
+            return "untrained prior (--model prior)"
+        where = self.origin or "fitted here"
+        parts = [f"{where}: fitted on {len(t.get('runs') or [])} run(s)"]
+        if t.get("split"):
+            parts.append(f"seed {t['split'].get('seed')}")
+        if t.get("git_sha"):
+            parts.append(f"git {str(t['git_sha'])[:10]}")
+        score = t.get("score")
+        if score:
+            flag = ", exploratory" if score.get("exploratory") else ""
+            shown = {k: "n/a" if score.get(k) is None else f"{score[k]:.3f}" for k in ("precision", "recall")}
+            parts.append(f"test P {shown['precision']} R {shown['recall']} on {score['test_runs']} run(s){flag}")
+        return ", ".join(parts)
+
+    @classmethod
     def load(cls, path: Path) -> Model:
         try:
             doc = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model {path}: cannot read: {exc}",
                               "write one with 'sloan score --runs RUNS --save-model FILE'") from None
-        return cls.from_dict(doc, str(path))
+        model = cls.from_dict(doc, str(path))
+        model.origin = "shipped config/model.json" if Path(path) == SHIPPED else str(path)
+        return model
 
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, mean: np.ndarray, sd: np.ndarray,

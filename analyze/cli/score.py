@@ -51,7 +51,7 @@ def score(runs_paths, config_path, budget, json_out, seed, train_fraction, resam
     result = score_runs(list(runs_paths), config, model=model, seed=seed, train_fraction=train_fraction,
                         resamples=resamples, budget=budget)
     if save_model is not None:
-        Model.from_dict(result.model).save(save_model)
+        result.fitted_model().save(save_model)
     passed, reasons = result.gate(config)
     if not emit_json({**result.to_dict(), "gate": {"passed": passed, "reasons": reasons}}, json_out):
         c = console()

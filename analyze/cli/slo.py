@@ -8,7 +8,7 @@ import click
 
 from analyze.cli.options import (
     budget_option, command, config_option, console, emit_json, emit_lines, json_option, load_config,
-    model_option, runs_option,
+    runs_option,
 )
 
 SHORT = {"ttft_ms": "ttft", "tpot_ms": "tpot", "request_latency_ms": "e2e", "token_throughput_tps": "tokens/s",
@@ -77,11 +77,13 @@ def slo(runs_paths, config_path, budget, json_out, output) -> None:
 @config_option
 @budget_option
 @json_option
-@model_option
+@click.option("--model", "model_spec", default=None, metavar="FILE|prior",
+              help="The attribution model: a file from sloan score --save-model, or 'prior' for the "
+                   "untrained one. Default: the model shipped with the toolkit (config/model.json).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write v1 incident attributions (docs/contracts/v1/incident-attribution) as JSON lines; "
                    "- for stdout.")
-def attribute(runs_paths, config_path, budget, json_out, model_path, output) -> None:
+def attribute(runs_paths, config_path, budget, json_out, model_spec, output) -> None:
     """Which fault domain burned the SLO in each violating window, with the evidence.
 
     \b
@@ -92,24 +94,25 @@ def attribute(runs_paths, config_path, budget, json_out, model_path, output) -> 
     Examples:
       sloan attribute --runs runs/tag=main/scenario=dns_latency
       sloan attribute --runs runs/tag=main --model model.json -o incidents.jsonl
+      sloan attribute --runs runs/tag=main --model prior       # the untrained model
     """
     from rich.table import Table
 
     from analyze.attribution import Model
     from analyze.attribution import attribute as run_attribution
 
-    model = Model.load(model_path) if model_path else None
+    model = Model.named(model_spec)
     result = run_attribution(list(runs_paths), load_config(config_path), model, budget=budget)
     if output is not None and emit_lines(result.documents(), output, "v1 incident attributions"):
         return
     if emit_json(result.to_dict(), json_out):
         return
     c = console()
-    source = result.model.trained.get("source", "prior")
+    c.print(f"model: {result.model.describe()}", soft_wrap=True, markup=False)
     for ra in result.runs:
         start = ra.evidence.slo.start_ns
         note = "  (seen in training: not an honest test)" if ra.seen_in_training else ""
-        t = Table(title=f"{ra.info.scenario} {ra.info.run_id} (model: {source}){note}", title_justify="left")
+        t = Table(title=f"{ra.info.scenario} {ra.info.run_id}{note}", title_justify="left")
         for name in ("#", "from s", "to s", "paging", "predicted", "conf.", "largest shifts (doublings)"):
             t.add_column(name, justify="right" if name in ("#", "from s", "to s", "conf.") else "left")
         for wa in ra.windows:

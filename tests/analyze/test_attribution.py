@@ -194,3 +194,20 @@ def test_attribute_cli_writes_contract_documents(tmp_path, sloan):
         validate("v1/incident-attribution", d)
     r = sloan("attribute", "--runs", tmp_path, "--model", tmp_path / "none.json")
     assert r.exit_code == 1 and "error: model" in r.output and "cannot read" in r.output
+
+
+def test_sloan_attribute_uses_the_shipped_model_and_says_so(tmp_path, sloan):
+    make_run(tmp_path, "dns-1")
+    first = sloan("attribute", "--runs", tmp_path).output.splitlines()[0]
+    assert first.startswith("model: shipped config/model.json: fitted on ") and "test P " in first
+    assert sloan("attribute", "--runs", tmp_path, "--model", "prior").output.startswith(
+        "model: untrained prior (--model prior)")
+
+
+def test_the_shipped_model_carries_its_provenance():
+    shipped = Model.named(None)
+    t = shipped.trained
+    assert t["source"] == "fit" and len(t["runs"]) > 0 and t["split"]["seed"] == 42
+    assert len(t["git_sha"]) == 40
+    assert {"precision", "recall", "f1", "test_runs", "exploratory"} <= set(t["score"])
+    assert shipped != Model.prior()
