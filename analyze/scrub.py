@@ -115,7 +115,7 @@ COLUMN_RULES = {
         "signal", "kind", "trace_id", "span_id", "parent_span_id", "event_trace_id", "event_span_id", "status_code",
         "service_name", "scope_name", "gen_ai_provider_name", "gen_ai_operation_name", "gen_ai_request_model",
         "gen_ai_response_model", "http_request_method", "tier", "request_id", "phase", "prompt_class", "status",
-        "run_id", "scenario", "domain", "target"), "keep"),
+        "run_id", "scenario", "domain", "target", "intensity"), "keep"),
 }
 
 # the files of a run directory scrub knows (the tables, then what sloan correlate writes

@@ -37,9 +37,18 @@ def lab() -> None:
               help="JSON config merged over config/defaults.json.")
 @click.option("--lab-index", type=click.IntRange(0, 99), default=0, show_default=True,
               help="Which lab on this host (subnet 198.18.(100+N).0/24): two labs need two indexes.")
+@click.option("--fault", "fault_settings", multiple=True, metavar="SCENARIO.PARAM=VALUE",
+              help="A fault parameter (repeatable), e.g. dns_latency.ms=120; over config lab.faults. "
+                   "It applies wherever the scenario runs, alone or in a mixed pair. See 'slocap lab list'.")
 def lab_run(scenarios: tuple[str, ...], reps: int, tag: str, profile: str, out: Path, seed: int,
-            config_path: Path | None, lab_index: int) -> None:
-    """Run scenarios in the lab; one labelled run directory per rep."""
+            config_path: Path | None, lab_index: int, fault_settings: tuple[str, ...]) -> None:
+    """Run scenarios in the lab; one labelled run directory per rep.
+
+    \b
+    The fault's parameters go into labels.parquet (column intensity) and the manifest
+    (fault). Example, a milder DNS fault:
+      slocap lab run --scenario dns_latency --fault dns_latency.ms=120 --tag main --out runs
+    """
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -55,7 +64,8 @@ def lab_run(scenarios: tuple[str, ...], reps: int, tag: str, profile: str, out: 
 
     names = scenario_names() if "all" in scenarios else list(scenarios)
     opts = LabOptions(scenarios=names, reps=reps, tag=tag, profile=profile, runs_root=out,
-                      config=load_config(config_path), seed=seed, lab_index=lab_index)
+                      config=load_config(config_path), seed=seed, lab_index=lab_index,
+                      fault_params=_fault_params(fault_settings))
     check_host("core")
     # SIGTERM unwinds like Ctrl-C; SIGINT too even when started with it ignored
     # (a background job of a non-interactive shell), so the lab is always torn down
@@ -82,6 +92,25 @@ def lab_run(scenarios: tuple[str, ...], reps: int, tag: str, profile: str, out: 
     c = Console(highlight=False)
     for r in runs:
         c.print(f"{r.scenario} rep {r.rep}: {r.summary.render()}  → {r.run_dir}", soft_wrap=True)
+
+
+def _fault_params(settings: tuple[str, ...]) -> dict[str, dict]:
+    """--fault SCENARIO.PARAM=VALUE, each a number where it reads as one."""
+    out: dict[str, dict] = {}
+    for text in settings:
+        key, sep, value = text.partition("=")
+        scenario, dot, param = key.partition(".")
+        if not (sep and dot and scenario and param and value):
+            raise click.BadParameter(f"{text!r}: write SCENARIO.PARAM=VALUE, e.g. dns_latency.ms=120",
+                                     param_hint="--fault")
+        for kind in (int, float):
+            try:
+                value = kind(value)
+                break
+            except ValueError:
+                continue
+        out.setdefault(scenario, {})[param] = value
+    return out
 
 
 @lab.command("list")

@@ -33,11 +33,11 @@ from types import TracebackType
 from typing import Any
 
 from replay.netns import clear_drops, drop_ingress_every
-from replay.topology import Topology
+from replay.topology import SERVICES, Topology
 from runfmt.errors import CaptureError, ConfigError
 
 __all__ = ["AdminFault", "Combined", "CpuContention", "Fault", "Injector", "MIXED",
-           "MemoryPressure", "PacketDrops", "SCENARIOS", "Scenario", "build"]
+           "MemoryPressure", "PacketDrops", "Param", "SCENARIOS", "Scenario", "build", "check_fault_params", "params_for"]
 
 ADMIN_TIMEOUT_S = 5.0
 # no server at the address any more: refused, or the lab's network is gone
@@ -75,9 +75,11 @@ class Fault(Injector):
 
     def __init__(self, scenario: str, domain: str, target: str, resource: str) -> None:
         self.scenario, self.domain, self.target, self.resource = scenario, domain, target, resource
+        self.params: dict[str, Any] = {}  # the scenario's parameters it was built with
 
     def label(self) -> dict[str, str]:
-        return {"domain": self.domain, "target": self.target}
+        return {"domain": self.domain, "target": self.target,
+                "intensity": json.dumps(self.params, sort_keys=True) if self.params else None}
 
     def labels(self) -> list[dict[str, str]]:
         return [self.label()]
@@ -344,12 +346,39 @@ class MemoryPressure(_HelperFault):
 # -- the registry ---------------------------------------------------------------------
 
 
-def _params(scenario: str, given: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(given or {}) - set(defaults))
+@dataclass(frozen=True)
+class Param:
+    """A fault parameter a user may set: its default and what it may be (a number from
+    `low` to `high`, of the default's type, or one of `choices`)."""
+
+    default: int | float | str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def check(self, scenario: str, name: str, value: Any) -> int | float | str:
+        where = f"{scenario}.{name}={value!r}"
+        if self.choices:
+            if value not in self.choices:
+                raise ConfigError(f"fault parameter {where} is not one of {', '.join(self.choices)}",
+                                  f"pass e.g. --fault {scenario}.{name}={self.default}")
+            return value
+        kind = type(self.default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise ConfigError(f"fault parameter {where} is not {'an integer' if kind is int else 'a number'}",
+                              f"pass e.g. --fault {scenario}.{name}={self.default}")
+        if not self.low <= value <= self.high:
+            raise ConfigError(f"fault parameter {where} is out of range: {self.low:g} to {self.high:g}",
+                              f"pass e.g. --fault {scenario}.{name}={self.default}")
+        return kind(value)
+
+
+def _params(scenario: str, given: Mapping[str, Any] | None, allowed: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given or {}) - set(allowed))
     if unknown:
         raise ConfigError(f"scenario '{scenario}' has no parameter {unknown[0]!r}",
-                          f"its parameters: {', '.join(sorted(defaults))}")
-    return {**defaults, **(given or {})}
+                          f"its parameters: {', '.join(sorted(allowed))}")
+    return {**allowed, **(given or {})}
 
 
 @dataclass(frozen=True)
@@ -363,12 +392,27 @@ class Scenario:
     name: str
     domain: str
     target: str
-    defaults: Mapping[str, Any]
+    params: Mapping[str, Param]
     make: Callable[[Topology, dict[str, Any]], Fault]
     wiring: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {k: p.default for k, p in self.params.items()}
+
+    def check(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Every parameter, the given ones checked against their ranges; ConfigError names
+        an unknown one or a bad value."""
+        chosen = _params(self.name, given, self.defaults)
+        return {k: self.params[k].check(self.name, k, v) for k, v in chosen.items()}
+
     def __call__(self, topology: Topology, params: Mapping[str, Any] | None = None) -> Fault:
-        return self.make(topology, _params(self.name, params, {**self.defaults, **self.wiring}))
+        given = dict(params or {})
+        wiring = {k: given.pop(k) for k in list(given) if k in self.wiring}
+        chosen = self.check(given)
+        fault = self.make(topology, {**chosen, **self.wiring, **wiring})
+        fault.params = chosen  # what the label records as the fault's intensity
+        return fault
 
 
 def _admin_url(topology: Topology, service: str, line: str = "ready", scheme: str = "http") -> str:
@@ -377,14 +421,14 @@ def _admin_url(topology: Topology, service: str, line: str = "ready", scheme: st
 
 
 def _admin(scenario: str, domain: str, service: str, body: Callable[[dict[str, Any]], dict[str, Any]],
-           defaults: dict[str, Any], line: str = "ready", scheme: str = "http") -> Scenario:
+           params: dict[str, Param], line: str = "ready", scheme: str = "http") -> Scenario:
     """A scenario held by `service`'s admin endpoint; `admin_url` overrides where that is."""
 
     def make(topology: Topology, p: dict[str, Any]) -> Fault:
         url = p.pop("admin_url") or _admin_url(topology, service, line, scheme)
         return AdminFault(scenario, domain, service, url, body(p))
 
-    return Scenario(scenario, domain, service, defaults, make, {"admin_url": None})
+    return Scenario(scenario, domain, service, params, make, {"admin_url": None})
 
 
 def _drops(scenario: str, syn_only: bool, every: int) -> Scenario:
@@ -394,7 +438,8 @@ def _drops(scenario: str, syn_only: bool, every: int) -> Scenario:
         port = p["port"] or topology.endpoint("backend")[1]
         return PacketDrops(scenario, "backend", topology.ns("backend"), port, p["every"], syn_only)
 
-    return Scenario(scenario, "network_egress", "backend", {"every": every}, make, {"port": None})
+    # every Nth segment (connect_stall: SYN) to the backend is dropped; 1 drops them all
+    return Scenario(scenario, "network_egress", "backend", {"every": Param(every, 1, 1000)}, make, {"port": None})
 
 
 def _cpu_contention(topology: Topology, p: dict[str, Any]) -> Fault:
@@ -408,20 +453,23 @@ def _memory_pressure(topology: Topology, p: dict[str, Any]) -> Fault:
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     # the dns server prints `admin HOST:PORT` after `ready` (its DNS port)
     _admin("dns_latency", "network_dns", "dns", lambda p: {"kind": "delay", "ms": p["ms"]},
-           {"ms": 300}, line="admin"),
+           {"ms": Param(300, 0, 60_000)}, line="admin"),
     _drops("tcp_loss", syn_only=False, every=5),
     _drops("connect_stall", syn_only=True, every=2),
     # the backend serves HTTPS only, /admin/fault included
     _admin("tls_slowdown", "network_egress", "backend",
-           lambda p: {"kind": "tls_delay", "ms": p["ms"]}, {"ms": 300}, scheme="https"),
+           lambda p: {"kind": "tls_delay", "ms": p["ms"]}, {"ms": Param(300, 0, 60_000)}, scheme="https"),
     Scenario("cpu_contention", "cpu_throttle", "gateway",
-             {"service": "gateway", "hogs": 2, "cpus": 1.0, "period_us": 100_000}, _cpu_contention),
+             {"service": Param("gateway", choices=SERVICES), "hogs": Param(2, 1, 64), "cpus": Param(1.0, 0.01, 64.0),
+              "period_us": Param(100_000, 1_000, 1_000_000)}, _cpu_contention),
     _admin("provider_throttle", "provider_throttle", "backend",
-           lambda p: {"kind": "throttle", **p}, {"retry_after_s": 1, "fraction": 0.5}, scheme="https"),
+           lambda p: {"kind": "throttle", **p},
+           {"retry_after_s": Param(1, 0, 60), "fraction": Param(0.5, 0.0, 1.0)}, scheme="https"),
     _admin("retrieval_slowdown", "retrieval_backend", "retrieval",
-           lambda p: {"kind": "slowdown", "extra_ms": p["extra_ms"]}, {"extra_ms": 400}),
+           lambda p: {"kind": "slowdown", "extra_ms": p["extra_ms"]}, {"extra_ms": Param(400, 0, 600_000)}),
     Scenario("memory_pressure", "memory_pressure", "gateway",
-             {"service": "gateway", "margin_mb": 64, "cache_mb": 256, "read_mb_per_s": 200.0}, _memory_pressure),
+             {"service": Param("gateway", choices=SERVICES), "margin_mb": Param(64, 1, 4096),
+              "cache_mb": Param(256, 2, 16_384), "read_mb_per_s": Param(200.0, 1.0, 10_000.0)}, _memory_pressure),
 )}
 
 # two faults at once, in different domains and on different resources
@@ -446,3 +494,24 @@ def build(scenario: str, topology: Topology, params: Mapping[str, Any] | None = 
         return Combined([SCENARIOS[part](topology, given.get(part)) for part in MIXED[scenario]])
     raise ConfigError(f"unknown scenario {scenario!r}",
                       f"known scenarios: {', '.join(sorted([*SCENARIOS, *MIXED]))}")
+
+
+def check_fault_params(params: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{scenario: {parameter: value}} as a user sets them (--fault, config lab.faults),
+    each checked against its scenario's parameters; only what was given is kept."""
+    out = {}
+    for scenario, given in params.items():
+        if scenario not in SCENARIOS:
+            raise ConfigError(f"fault parameters for {scenario!r}, which is not a fault scenario",
+                              f"fault scenarios: {', '.join(SCENARIOS)} (slocap lab list shows their parameters)")
+        checked = SCENARIOS[scenario].check(given)
+        out[scenario] = {k: checked[k] for k in given}
+    return out
+
+
+def params_for(scenario: str, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """What build() takes for `scenario` from checked fault parameters: its own, or for a
+    mixed scenario each part's."""
+    if scenario in MIXED:
+        return {part: dict(params[part]) for part in MIXED[scenario] if part in params}
+    return dict(params.get(scenario) or {})

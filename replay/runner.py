@@ -33,6 +33,7 @@ from replay.topology import Topology
 from runfmt.signals import SIGNAL_NAMES
 from runfmt.errors import CaptureError, ConfigError
 from runfmt.runs import new_run_id, run_dir_for
+from runfmt.manifest import write_manifest
 from runfmt.schema import LABELS
 
 LOAD_PROFILE = "rag_mixed_20rps"
@@ -59,6 +60,8 @@ class LabOptions:
     seed: int = 42
     lab_index: int = 0
     signals: tuple[str, ...] = SIGNAL_NAMES
+    # {scenario: {parameter: value}}: config lab.faults, then --fault (slocap lab run)
+    fault_params: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.scenarios if s not in scenario_names()]
@@ -67,6 +70,10 @@ class LabOptions:
                               f"known scenarios: all, {', '.join(scenario_names())}")
         if self.profile not in PHASES:
             raise ConfigError(f"unknown profile {self.profile!r}", f"choose {' or '.join(PHASES)}")
+        lab_faults = (self.config.get("lab") or {}).get("faults") or {}
+        merged = {s: {**lab_faults.get(s, {}), **self.fault_params.get(s, {})}
+                  for s in {*lab_faults, *self.fault_params}}
+        self.fault_params = faults.check_fault_params(merged)
 
 
 @dataclass
@@ -223,7 +230,8 @@ def run_one(opts: LabOptions, scenario: str, rep: int,
         recorder = _Recorder(opts, scenario, lab, phases)
         try:
             url = start_services(lab, opts.seed, opts.config)
-            injector = faults.build(scenario, lab) if scenario != BASELINE else None
+            injector = (faults.build(scenario, lab, faults.params_for(scenario, opts.fault_params))
+                        if scenario != BASELINE else None)
             planned = schedule_phases(PROFILES[LOAD_PROFILE], opts.seed, list(phases))
             baseline_s = phases[0][1]
             clock = _FaultClock(injector, time.monotonic(), baseline_s, baseline_s + phases[1][1],
@@ -245,6 +253,10 @@ def run_one(opts: LabOptions, scenario: str, rep: int,
             recorder.stop(finished=False)
             raise
         manifest = recorder.stop(finished=True)
+        if injector is not None:
+            # the recorder wrote the manifest; the lab adds what it injected, and how hard
+            manifest["fault"] = {"scenario": scenario, "labels": [dict(label) for label in injector.labels()]}
+            write_manifest(recorder.run_dir, manifest)
     return LabRun(scenario, rep, recorder.run_dir, bool(manifest.get("complete")), summary, labels)
 
 
@@ -253,7 +265,8 @@ def _write_labels(run_dir: Path, run_id: str, scenario: str, injector: faults.In
     rows = []
     if injector is not None and window is not None:
         rows = [{"run_id": run_id, "scenario": scenario, "domain": label["domain"], "target": label.get("target"),
-                 "start_ns": window[0], "end_ns": window[1]} for label in injector.labels()]
+                 "intensity": label.get("intensity"), "start_ns": window[0], "end_ns": window[1]}
+                for label in injector.labels()]
     pq.write_table(pa.Table.from_pylist(rows, schema=LABELS), run_dir / "labels.parquet")
     return rows
 

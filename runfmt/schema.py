@@ -76,6 +76,7 @@ LABELS = pa.schema([
     pa.field("scenario", pa.string(), nullable=False),
     pa.field("domain", pa.string(), nullable=False),  # v1 fault domain
     pa.field("target", pa.string()),  # the lab service the fault was injected into
+    pa.field("intensity", pa.string()),  # the scenario's parameters, as a JSON object (slocap lab list)
     pa.field("start_ns", pa.int64(), nullable=False),  # wall clock, before inject() was called
     pa.field("end_ns", pa.int64(), nullable=False),  # after clear() returned
 ])

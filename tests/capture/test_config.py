@@ -36,7 +36,7 @@ def test_defaults_match_the_schema_defaults():
 def test_partial_user_file_merges_over_defaults(write):
     cfg = load_config(write({"sampling": {"burst_limit": 50}, "slo": {"ttft_ms": {"breach": 800}}}))
     assert cfg["sampling"] == {"events_per_second_limit": 0, "burst_limit": 50}
-    assert cfg["slo"]["ttft_ms"] == {"warning": 500, "breach": 800}
+    assert cfg["slo"]["ttft_ms"] == {"warning": 500, "breach": 800, "page": True}
     assert cfg["capture"]["ring_buffer_bytes"] == 4 * 1024 * 1024
 
 

@@ -129,7 +129,7 @@ def test_extra_property_is_rejected(name):
 @pytest.mark.parametrize(
     "name, path, value",
     [
-        ("v1/slo-event", ["sli_name"], "tpot_ms"),
+        ("v1/slo-event", ["sli_name"], "goodput_rps"),
         ("v1/slo-event", ["status"], "error"),
         ("v1/incident-attribution", ["predicted_fault_domain"], "gpu"),
         ("v1/incident-attribution", ["evidence", 1, "source"], "ebpf-probe"),

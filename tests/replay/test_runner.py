@@ -16,7 +16,8 @@ pytestmark = pytest.mark.kernel
 
 def test_a_smoke_rep_of_dns_latency_is_a_labelled_run(tmp_path):
     opts = LabOptions(scenarios=["dns_latency"], reps=1, tag="ci", profile="smoke",
-                      runs_root=tmp_path, config=load_config(), lab_index=97)
+                      runs_root=tmp_path, config=load_config(), lab_index=97,
+                      fault_params={"dns_latency": {"ms": 250}})
     [run] = run_lab(opts)
     d = run.run_dir
     assert d.parent.name == "scenario=dns_latency" and d.parent.parent.name == "tag=ci"
@@ -26,7 +27,9 @@ def test_a_smoke_rep_of_dns_latency_is_a_labelled_run(tmp_path):
     assert manifest["phases"] == {"baseline": 15.0, "fault": 15.0, "recovery": 10.0}
 
     [label] = pq.read_table(d / "labels.parquet").to_pylist()
-    assert (label["domain"], label["target"]) == ("network_dns", "dns")
+    assert (label["domain"], label["target"], label["intensity"]) == ("network_dns", "dns", '{"ms": 250}')
+    assert manifest["fault"] == {"scenario": "dns_latency", "labels": [
+        {"domain": "network_dns", "target": "dns", "intensity": '{"ms": 250}'}]}
     assert 14e9 <= label["end_ns"] - label["start_ns"] <= 16e9
 
     requests = pq.read_table(d / "requests").to_pylist()
