@@ -465,6 +465,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     _admin("provider_throttle", "provider_throttle", "backend",
            lambda p: {"kind": "throttle", **p},
            {"retry_after_s": Param(1, 0, 60), "fraction": Param(0.5, 0.0, 1.0)}, scheme="https"),
+    # the provider answers 500 to a fraction of calls; the gateway retries them (up to 4
+    # attempts), so users see slower answers and, when every attempt fails, errors
+    _admin("provider_error", "provider_error", "backend",
+           lambda p: {"kind": "error", "fraction": p["fraction"]}, {"fraction": Param(0.8, 0.0, 1.0)},
+           scheme="https"),
     _admin("retrieval_slowdown", "retrieval_backend", "retrieval",
            lambda p: {"kind": "slowdown", "extra_ms": p["extra_ms"]}, {"extra_ms": Param(400, 0, 600_000)}),
     Scenario("memory_pressure", "memory_pressure", "gateway",
@@ -477,6 +482,7 @@ MIXED: dict[str, tuple[str, str]] = {
     "dns_latency+cpu_contention": ("dns_latency", "cpu_contention"),
     "tcp_loss+retrieval_slowdown": ("tcp_loss", "retrieval_slowdown"),
     "provider_throttle+memory_pressure": ("provider_throttle", "memory_pressure"),
+    "provider_error+retrieval_slowdown": ("provider_error", "retrieval_slowdown"),
 }
 
 

@@ -41,6 +41,7 @@ DOMAINS = {
     "tls_slowdown": ("network_egress", "backend"),
     "cpu_contention": ("cpu_throttle", "gateway"),
     "provider_throttle": ("provider_throttle", "backend"),
+    "provider_error": ("provider_error", "backend"),
     "retrieval_slowdown": ("retrieval_backend", "retrieval"),
     "memory_pressure": ("memory_pressure", "gateway"),
 }
@@ -48,6 +49,7 @@ DOMAINS = {
 OFFLINE = {"dns_latency": {"admin_url": "http://198.18.100.11:8053/admin/fault"},
            "tls_slowdown": {"admin_url": "https://198.18.100.13:8443/admin/fault"},
            "provider_throttle": {"admin_url": "https://198.18.100.13:8443/admin/fault"},
+           "provider_error": {"admin_url": "https://198.18.100.13:8443/admin/fault"},
            "retrieval_slowdown": {"admin_url": "http://198.18.100.12:8081/admin/fault"},
            "tcp_loss": {"port": 8443}, "connect_stall": {"port": 8443}}
 
@@ -294,6 +296,7 @@ class TestInALab:
         ("provider_throttle", "backend", {"fraction": 0.25},
          {"kind": "throttle", "retry_after_s": 1, "fraction": 0.25}),
         ("retrieval_slowdown", "retrieval", {"extra_ms": 400}, {"kind": "slowdown", "extra_ms": 400}),
+        ("provider_error", "backend", {"fraction": 0.3}, {"kind": "error", "fraction": 0.3}),
     ])
     def test_admin_faults_post_their_json(self, lab: Topology, cert: tuple[str, str], scenario: str,
                                           service: str, params: dict, body: dict) -> None:

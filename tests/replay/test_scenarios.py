@@ -94,6 +94,16 @@ def check_provider_throttle(r: Run) -> None:
     assert retried > 10
 
 
+def check_provider_error(r: Run) -> None:
+    def failed(phase: str) -> int:
+        # the provider's answers, as its server spans and the gateway's client spans saw them
+        return r.value(f"SELECT count(*) FROM spans WHERE http_response_status_code = 500 "
+                       f"AND {r.window(phase, 'start_ns')}")
+    assert failed("fault") > 10 and failed("baseline") == 0
+    retried = r.value(f"SELECT count(*) FROM requests WHERE attempts > 1 AND {r.window('fault', 'sent_ns')}")
+    assert retried > 10
+
+
 def check_retrieval_slowdown(r: Run) -> None:
     def median_ms(phase: str) -> float:
         return r.value(f"SELECT median(duration_ns) / 1e6 FROM spans WHERE service_name = 'rag-gateway' "
