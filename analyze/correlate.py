@@ -78,29 +78,13 @@ class CorrelationSummary:
     def _total(self, name: str) -> int:
         return sum(getattr(r, name) for r in self.runs)
 
-    @property
-    def events(self) -> int:
-        return self._total("events")
-
-    @property
-    def matched(self) -> int:
-        return self._total("matched")
-
-    @property
-    def unmatched(self) -> int:
-        return self._total("unmatched")
-
-    @property
-    def diagnostic(self) -> int:
-        return self._total("diagnostic")
-
-    @property
-    def spans(self) -> int:
-        return self._total("spans")
-
-    @property
-    def spans_enriched(self) -> int:
-        return self._total("spans_enriched")
+    # the counts of all runs: the sum of each run's
+    events = property(lambda self: self._total("events"))
+    matched = property(lambda self: self._total("matched"))
+    unmatched = property(lambda self: self._total("unmatched"))
+    diagnostic = property(lambda self: self._total("diagnostic"))
+    spans = property(lambda self: self._total("spans"))
+    spans_enriched = property(lambda self: self._total("spans_enriched"))
 
     @property
     def tiers(self) -> dict[str, int]:

@@ -295,6 +295,7 @@ class BccSignal:
                                "check the library path: 'slocap doctor' lists the libraries it found") from None
         bpf._add_uprobe_fd(event, fd)  # so detach and cleanup find it
 
+    # the same drain interface as capture/probe.py's LoadedSignal: the recorder reads either
     @property
     def ring_fd(self) -> int:
         return self.reader.fd
