@@ -15,9 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from runfmt.manifest import read_manifest
-from runfmt.errors import DataError
+from runfmt.errors import DataError, SloError
 from runfmt.manifest import MANIFEST
 from runfmt.schema import TABLES
+
+# what sloan sql runs: statements that read (DESCRIBE, SHOW and SUMMARIZE are SELECTs to DuckDB)
+READ_STATEMENTS = frozenset({"SELECT", "EXPLAIN"})
 
 # the runs view: one row per manifest
 RUNS = pa.schema([
@@ -33,6 +36,29 @@ class Runs:
     con: duckdb.DuckDBPyConnection
     run_dirs: list[Path]
     skipped: list[str] = field(default_factory=list)  # "file: reason" for --skip-bad
+    files: list[str] = field(default_factory=list)  # every Parquet file the views read
+
+    def read_only(self) -> None:
+        """From now on the connection may read the runs' files and nothing else (sloan sql):
+        DuckDB's own settings, then its configuration locked so no statement undoes them."""
+        paths = sorted({str(Path(f).resolve()) for f in self.files} | set(self.files))
+        self.con.execute("SET allowed_paths = $paths", {"paths": paths})
+        for setting in ("enable_external_access", "autoinstall_known_extensions", "autoload_known_extensions"):
+            self.con.execute(f"SET {setting} = false")
+        self.con.execute("SET lock_configuration = true")
+
+    def check_reads_only(self, sql: str) -> None:
+        """SloError unless every statement of `sql` only reads (SELECT, DESCRIBE, SHOW,
+        SUMMARIZE, EXPLAIN): the views' own folders are readable, and must stay unwritten."""
+        try:
+            kinds = [s.type.name for s in self.con.extract_statements(sql)]
+        except duckdb.Error as exc:
+            raise SloError(f"query failed: {exc}", "views: kernel_events, kernel_hist, spans, requests, "
+                                                   "resources, labels, runs; try: DESCRIBE kernel_events") from None
+        refused = [k for k in kinds if k not in READ_STATEMENTS]
+        if refused:
+            raise SloError(f"sloan sql only reads the runs: {refused[0]} statements are refused",
+                           "to keep a result, pass --output FILE (--format csv, json or parquet)")
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -171,6 +197,7 @@ def open_runs(paths: list[Path], *, skip_bad: bool = False, offer_skip_bad: bool
                     runs.skipped.append(f"{f}: {problem}")
                 else:
                     raise DataError(f"{f}: {problem}", f"remove or repair that file{or_skip}")
+        runs.files += files
         if files:
             runs.con.read_parquet(files, hive_partitioning=True, union_by_name=True).create_view(table)
         else:  # an empty table with the right columns, so queries still run

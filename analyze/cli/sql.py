@@ -47,9 +47,11 @@ def sql(query: str | None, runs_paths: tuple[Path, ...], fmt: str, output: Path 
     err = Console(stderr=True, highlight=False)
     for s in runs.skipped:
         err.print(f"[yellow]skipped:[/] {escape(s)}", soft_wrap=True)
+    runs.read_only()
     if query is None:
-        _shell(runs.con)
+        _shell(runs)
         return
+    runs.check_reads_only(query)
     try:
         relation = runs.con.sql(query)
         result = relation.to_arrow_table() if relation is not None else None
@@ -67,7 +69,7 @@ def sql(query: str | None, runs_paths: tuple[Path, ...], fmt: str, output: Path 
         click.echo(text, nl=False)
 
 
-def _shell(con) -> None:
+def _shell(runs) -> None:
     """A small SQL prompt: statements end with ';', .quit or Ctrl-D leaves."""
     import duckdb
     from rich.console import Console
@@ -87,9 +89,12 @@ def _shell(con) -> None:
         if not buf.strip().endswith(";"):
             continue
         try:
-            relation = con.sql(buf)
+            runs.check_reads_only(buf)
+            relation = runs.con.sql(buf)
             if relation is not None:
                 c.print(render_arrow(relation.to_arrow_table()))
+        except SloError as exc:
+            c.print(f"[red]error:[/] {exc.message}", markup=True)
         except duckdb.Error as exc:
             c.print(f"[red]error:[/] {exc}")
         buf = ""

@@ -87,3 +87,32 @@ def test_named_queries_have_a_header(query):
     text = queries.load(query)
     assert text.startswith(f"-- {query}:")
     assert "-- columns:" in text
+
+
+@pytest.mark.parametrize("statement, says", [
+    ("COPY (SELECT 1) TO '{part}'", "COPY statements are refused"),
+    ("COPY kernel_events TO '{out}/copy.csv'", "COPY statements are refused"),
+    ("EXPORT DATABASE '{out}/db'", "EXPORT statements are refused"),
+    ("ATTACH '{out}/x.db'", "ATTACH statements are refused"),
+    ("INSTALL httpfs", "LOAD statements are refused"),
+    ("LOAD httpfs", "LOAD statements are refused"),
+    ("CREATE TABLE t AS SELECT 1", "CREATE statements are refused"),
+    ("SET enable_external_access = true", "SET statements are refused"),
+    ("SELECT * FROM read_text('/etc/hostname')", "file system operations are disabled"),
+    ("SELECT * FROM read_parquet('{out}/*.parquet')", "file system operations are disabled"),
+])
+def test_sql_reads_the_runs_and_nothing_else(tmp_path, sloan, statement, says):
+    run_dir = _make_run(tmp_path / "runs", "r1")
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    part = run_dir / "kernel_events" / "part-00000.parquet"
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    r = sloan("sql", statement.format(part=part, out=out), "--runs", run_dir)
+    assert r.exit_code == 1 and says in r.output.splitlines()[0], r.output
+    assert len(r.output.splitlines()) == 2  # the error, then what to do
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    assert list(out.iterdir()) == []
+    # reading the runs still works, and --output is the one way to write a result
+    r = sloan("sql", "SELECT count(*) AS n FROM kernel_events", "--runs", run_dir, "--format", "csv",
+              "-o", out / "n.csv")
+    assert r.exit_code == 0 and (out / "n.csv").read_text().splitlines() == ['"n"', "3"]
