@@ -51,15 +51,19 @@ def _nullable(t: str, **more) -> dict:
 
 
 # the manifest fields the analyzer reads and the JSON types that may stand there
+MAX_SECONDS = 1e9  # about 31 years: more is a damaged manifest, not a recording
 MANIFEST_SCHEMA = {
     "type": "object",
     "properties": {
         **{k: _nullable("string") for k in ("run_id", "tag", "scenario", "profile", "node", "stop_reason",
                                             "started_at", "git_sha")},
-        "seed": _nullable("integer"), "complete": _nullable("boolean"), "duration_s": _nullable("number"),
+        # numbers bounded, so a seed of 1e30 or a duration of 1e400 (inf) is named, not used
+        "seed": _nullable("integer", minimum=-2**63, maximum=2**63 - 1), "complete": _nullable("boolean"),
+        "duration_s": _nullable("number", minimum=0, maximum=MAX_SECONDS, description="seconds"),
         "capability": _nullable("object", properties={
             "mode": _nullable("string"), "signals": _nullable("object", additionalProperties={"type": "object"})}),
-        "phases": _nullable("object", additionalProperties={"type": "number", "description": "seconds"}),
+        "phases": _nullable("object", additionalProperties={"type": "number", "minimum": 0, "maximum": MAX_SECONDS,
+                                                            "description": "seconds"}),
         "host": _nullable("object", properties={"hostname": _nullable("string")}),
     },
 }
@@ -76,6 +80,11 @@ def _manifest_problem(m) -> str | None:
     have = _JSON_TYPES.get(type(error.instance), type(error.instance).__name__)
     if not error.absolute_path:
         return f"not a JSON object but {have}"
+    field = ".".join(map(str, error.absolute_path))
+    if error.validator in ("minimum", "maximum"):
+        lo, hi = error.schema.get("minimum"), error.schema.get("maximum")
+        shown = [f"{x:g}" if isinstance(x, float) else str(x) for x in (lo, hi)]
+        return f"field {field} is {error.instance!r}, out of range ({shown[0]} to {shown[1]})"
     expected = [t for t in ([error.validator_value] if isinstance(error.validator_value, str)
                             else error.validator_value) if t != "null"]
     unit = f" ({error.schema['description']})" if "description" in error.schema else ""

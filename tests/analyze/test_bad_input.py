@@ -133,6 +133,17 @@ def _manifest_wrong_capability(run_dir):
     return run_dir, run_dir / "manifest.json", "field capability is string, expected object"
 
 
+def _manifest_huge_seed(run_dir):
+    _edit_manifest(run_dir, seed=10**30)
+    return run_dir, run_dir / "manifest.json", "field seed is 1000000000000000000000000000000, out of range"
+
+
+def _manifest_infinite_duration(run_dir):
+    f = run_dir / "manifest.json"
+    f.write_text(f.read_text().rstrip().rstrip("}") + ', "duration_s": 1e400}')  # json.loads reads inf
+    return run_dir, f, "field duration_s is inf, out of range (0 to 1e+09)"
+
+
 def _no_manifest(run_dir):
     (run_dir / "manifest.json").unlink()
     return run_dir, run_dir, "no manifest.json, so not a whole run directory"
@@ -151,7 +162,7 @@ def _a_file(run_dir):
 BAD = {f.__name__.lstrip("_"): f for f in (
     _wrong_type, _wrong_type_ts, _missing_column, _labels_missing_column, _labels_wrong_type, _not_parquet,
     _manifest_not_json, _manifest_not_an_object, _manifest_wrong_field, _manifest_wrong_capability,
-    _no_manifest, _unknown_path, _a_file)}
+    _manifest_huge_seed, _manifest_infinite_duration, _no_manifest, _unknown_path, _a_file)}
 
 
 @pytest.mark.parametrize("command", COMMANDS)

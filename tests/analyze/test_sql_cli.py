@@ -116,3 +116,10 @@ def test_sql_reads_the_runs_and_nothing_else(tmp_path, sloan, statement, says):
     r = sloan("sql", "SELECT count(*) AS n FROM kernel_events", "--runs", run_dir, "--format", "csv",
               "-o", out / "n.csv")
     assert r.exit_code == 0 and (out / "n.csv").read_text().splitlines() == ['"n"', "3"]
+
+
+def test_csv_writes_nested_columns_as_json(tmp_path, sloan):
+    run_dir = write_run(tmp_path / "runs", "r1", kernel_hist=[
+        {"ts_ns": 1, "slice_ns": 1, "signal": "runqueue", "kind": "pid", "buckets": [0, 2, 1]}])
+    r = sloan("sql", "SELECT buckets FROM kernel_hist", "--runs", run_dir, "--format", "csv")
+    assert r.exit_code == 0 and r.output.splitlines() == ['"buckets"', '"[0, 2, 1]"'], r.output
