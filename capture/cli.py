@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from importlib.metadata import entry_points
@@ -135,6 +136,7 @@ def record(out: Path, duration: float | None, signals: str | None, config_path: 
     from runfmt.config import load_config
 
     cfg = load_config(config_path)
+    os.umask(0o077)  # run files hold addresses, DNS names and span attributes: the owner's only
     chosen = _parse_signals(signals) if signals else tuple(
         s for s in cfg["signal_set"]["enabled"] if s in SIGNAL_NAMES)
     check_host(mode)

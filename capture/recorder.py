@@ -130,6 +130,9 @@ class Recorder:
         self.mode = resolve_mode(opts.mode)
         self.run_id = opts.run_id or new_run_id()
         self.run_dir = run_dir_for(opts.runs_root, opts.tag, opts.scenario, self.run_id)
+        if self.run_dir.exists():
+            raise SloError(f"run directory {self.run_dir} exists: run id {self.run_id!r} was used before",
+                           "pass another --run-id, or leave it out for a new one")
         self.node = M.host_info()["hostname"]
         self.pods = PodResolver(pods_file=opts.pods_file, node=self.node)
         self.counts = {name: SignalCount() for name in opts.signals}

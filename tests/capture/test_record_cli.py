@@ -164,3 +164,27 @@ def test_mode_bcc_records_dns_in_the_same_schema_and_says_degraded(tmp_path):
     assert table.schema.remove_metadata() == KERNEL_EVENTS
     rows = [r for r in table.to_pylist() if r["signal"] == "dns" and r["pid"] == os.getpid()]
     assert rows and rows[0]["detail"] == "localhost" and rows[0]["value_ns"] > 0
+
+
+@pytest.mark.kernel
+def test_a_reused_run_id_is_one_line_and_changes_nothing(tmp_path):
+    run_dir = tmp_path / "tag=adhoc" / "scenario=adhoc" / "run=again"
+    run_dir.mkdir(parents=True)
+    (run_dir / "keep.txt").write_text("earlier run")
+    r = _invoke("record", "--out", str(tmp_path), "--run-id", "again", "--duration", "1", "--no-otlp")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.splitlines() == [f"error: run directory {run_dir} exists: run id 'again' was used before",
+                                     "  pass another --run-id, or leave it out for a new one"]
+    assert [p.name for p in run_dir.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.kernel
+def test_run_files_are_the_owners_only(tmp_path):
+    # what a run holds (addresses, DNS names, span attributes) is not for other users
+    done = subprocess.run([SLOCAP, "record", "--out", str(tmp_path), "--duration", "1.5", "--signals", "dns",
+                           "--no-otlp"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = tmp_path.glob("tag=*/scenario=*/run=*")
+    assert (run_dir.stat().st_mode & 0o777) == 0o700
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert files and all((p.stat().st_mode & 0o077) == 0 for p in files), [oct(p.stat().st_mode) for p in files]
