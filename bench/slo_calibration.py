@@ -50,7 +50,8 @@ def main() -> None:
           f"at or above the breach {slo['tpot_ms']['breach']:g} ms: {p_share:.2%}")
     healthy, faulted, paging_runs = Counter(), Counter(), {}
     windows = Counter()
-    for r in evaluate([a.runs], cfg).runs:
+    evaluated = evaluate([a.runs], cfg).runs
+    for r in evaluated:
         first = next(iter(r.info.phases.values()), 0.0)
         for w in r.windows:
             ok = r.info.scenario == "baseline" or w.end_ns <= r.start_ns + int(first * 1e9)
@@ -64,7 +65,7 @@ def main() -> None:
           f"paging SLIs (config): {', '.join(k for k, v in pages.items() if v)}")
     for sli in SLIS:
         print(f"  {sli:22} pages in {healthy[sli]:3} healthy and {faulted[sli]:3} fault windows")
-    quiet = sorted({r.info.scenario for r in evaluate([a.runs], cfg).runs} - set(paging_runs) - {"baseline"})
+    quiet = sorted({r.info.scenario for r in evaluated} - set(paging_runs) - {"baseline"})
     print("scenarios whose faults page: " + ", ".join(f"{s} ({'+'.join(sorted(v))})"
                                                       for s, v in sorted(paging_runs.items())))
     print("scenarios whose faults do not page: " + (", ".join(quiet) or "none"))
