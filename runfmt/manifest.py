@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -17,6 +18,9 @@ from jsonschema.exceptions import best_match
 from runfmt.errors import DataError
 
 MANIFEST = "manifest.json"
+# held (flock, exclusive) by the recorder while it writes the run; the kernel releases it
+# when the recorder dies, even by kill -9, so "state: recording" without the lock means cut
+RECORDING_LOCK = ".recording.lock"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,6 +50,36 @@ def write_manifest(run_dir: Path, manifest: dict) -> None:
     os.replace(tmp, run_dir / MANIFEST)
 
 
+def hold_recording(run_dir: Path) -> int:
+    """Takes the run's recording lock; returns its fd, to close when the recording ends."""
+    fd = os.open(Path(run_dir) / RECORDING_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def recorder_alive(run_dir: Path) -> bool:
+    """True while a recorder holds the run's recording lock."""
+    try:
+        fd = os.open(Path(run_dir) / RECORDING_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def run_state(run_dir: Path, manifest: dict) -> str:
+    """finished, recording (a recorder is writing it now) or cut (it says recording, but
+    its recorder is gone: killed, or the machine stopped); `slocap repair` fixes a cut run."""
+    if manifest.get("state") != "recording":
+        return "finished"
+    return "recording" if recorder_alive(run_dir) else "cut"
+
+
 def _nullable(t: str, **more) -> dict:
     return {"type": [t, "null"], **more}
 
@@ -56,7 +90,8 @@ MANIFEST_SCHEMA = {
     "type": "object",
     "properties": {
         **{k: _nullable("string") for k in ("run_id", "tag", "scenario", "profile", "node", "stop_reason",
-                                            "started_at", "git_sha")},
+                                            "started_at", "git_sha", "state")},
+        "degraded": _nullable("boolean"),
         # numbers bounded, so a seed of 1e30 or a duration of 1e400 (inf) is named, not used
         "seed": _nullable("integer", minimum=-2**63, maximum=2**63 - 1), "complete": _nullable("boolean"),
         "duration_s": _nullable("number", minimum=0, maximum=MAX_SECONDS, description="seconds"),
