@@ -109,6 +109,9 @@ def _parse_signals(value: str) -> tuple[str, ...]:
               help="Record only tasks under this cgroup-v2 directory (dns, connect, tls, mem_reclaim).")
 @click.option("--otlp/--no-otlp", default=True, show_default=True,
               help="Receive OpenTelemetry spans (OTLP HTTP and gRPC, config otlp.*) into spans/.")
+@click.option("--otlp-optional", is_flag=True,
+              help="If the OTLP ports are taken, record without spans (said in the manifest) "
+                   "instead of failing at start.")
 @click.option("--run-id", default=None, help="Run id (default: UTC time + random suffix).")
 @click.option("--seed", type=int, default=None, help="Seed of the workload, kept in the manifest.")
 @click.option("--profile", default=None, help="Workload profile name, kept in the manifest.")
@@ -116,7 +119,7 @@ def _parse_signals(value: str) -> tuple[str, ...]:
               help="Planned phases in seconds, kept in the manifest (e.g. baseline=600,fault=600,recovery=300).")
 def record(out: Path, duration: float | None, signals: str | None, config_path: Path | None,
            tag: str, scenario: str, libc: str | None, pods_file: Path | None, mode: str,
-           cgroup: Path | None, otlp: bool, run_id: str | None, seed: int | None, profile: str | None,
+           cgroup: Path | None, otlp: bool, otlp_optional: bool, run_id: str | None, seed: int | None, profile: str | None,
            phases: str | None) -> None:
     """Record kernel events into a new run directory.
 
@@ -146,10 +149,40 @@ def record(out: Path, duration: float | None, signals: str | None, config_path: 
     signal.signal(signal.SIGUSR1, lambda _n, _f: stop.finish("finished by the caller (SIGUSR1)"))
     rec = Recorder(RecordOptions(runs_root=out, signals=chosen, config=cfg, duration_s=duration,
                                  tag=tag, scenario=scenario, libc=libc or LIBC, pods_file=pods_file,
-                                 otlp=otlp, mode=mode, cgroup=cgroup, run_id=run_id, seed=seed,
-                                 profile=profile, phases=_parse_phases(phases)))
+                                 otlp=otlp, otlp_optional=otlp_optional, mode=mode, cgroup=cgroup,
+                                 run_id=run_id, seed=seed, profile=profile, phases=_parse_phases(phases)))
+    for endpoint in rec.otlp_exposed:
+        click.echo(f"warning: OTLP endpoint {endpoint} listens beyond this host: anyone who reaches it can "
+                   "add spans to the run (recorded in the manifest); bind 127.0.0.1 unless spans come "
+                   "from other hosts", err=True)
     result = _run_with_status(rec, stop)
     _render_result(result)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def repair(run_dir: Path) -> None:
+    """Rebuild a cut run's manifest from the parts on disk.
+
+    A recorder killed with SIGKILL, or a machine that stopped, leaves a manifest
+    that still says "recording". Every part file on disk is whole, so repair
+    counts them: rows per table, events per signal, and the file list. The run
+    stays marked cut (complete: false) and every sloan command says so.
+
+    \b
+    Example:
+      slocap repair runs/tag=adhoc/scenario=adhoc/run=20261204T101500Z-ab12
+    """
+    from capture.repair import repair_run
+
+    r = repair_run(run_dir)
+    click.echo(f"repaired {run_dir}: " + ", ".join(f"{t} {n:,} rows" for t, n in r.rows.items()))
+    if r.events:
+        click.echo("kernel events by signal: " + ", ".join(f"{s} {n:,}" for s, n in sorted(r.events.items())))
+    for problem in r.damaged:
+        click.echo(f"warning: part left out, unreadable: {problem}", err=True)
+    if r.removed_tmp:
+        click.echo(f"removed {len(r.removed_tmp)} half-written temporary part(s)")
 
 
 def _parse_phases(text: str | None) -> dict[str, float] | None:

@@ -8,9 +8,11 @@ low rates it costs one poll per timeout and at high rates it drains in batches.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import resource
 import select
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ import pyarrow as pa
 from capture import columns as S
 from capture.clock import ClockAnchor, take_anchor
 from capture.hist import hist_table
-from capture.otlp import OtlpReceiver
+from capture.otlp import OtlpReceiver, parse_endpoint
 from capture.pods import PodResolver
 from capture.probe import LoadedSignal
 from capture.safety import LoadShedder, ResourceMonitor, samples_table
@@ -50,6 +52,7 @@ class RecordOptions:
     variant: str = "auto"  # tracepoint hooks: auto (tp_btf, else raw_tp), tp_btf, raw_tp
     pods_file: Path | None = None  # kubelet /pods JSON: names for pod uids and container ids
     otlp: bool = True  # receive OpenTelemetry spans on config otlp.endpoint / grpc_endpoint
+    otlp_optional: bool = False  # a busy OTLP port: record without spans instead of failing at start
     mode: str = "auto"  # "core" (CO-RE, needs BTF) | "bcc" (dns, retransmit) | auto: core where BTF exists
     cgroup: Path | None = None  # record only tasks under this cgroup-v2 directory (CO-RE mode)
 
@@ -108,6 +111,20 @@ class Stop(threading.Event):
         self.request(reason)
 
 
+def _exposed_endpoints(otlp_cfg: dict) -> list[str]:
+    """The OTLP endpoints that listen beyond loopback (anyone reaching them adds spans)."""
+    exposed = []
+    for key in ("endpoint", "grpc_endpoint"):
+        host, _port = parse_endpoint(otlp_cfg[key])
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:  # a host name: it may resolve anywhere
+            loopback = False
+        if not loopback:
+            exposed.append(otlp_cfg[key])
+    return exposed
+
+
 def resolve_mode(mode: str) -> str:
     if mode != "auto":
         return mode
@@ -152,6 +169,11 @@ class Recorder:
         self.otlp_error: str | None = None
         self._spans_lock = threading.Lock()  # the receiver's thread adds, the loop flushes
         self.anchor: ClockAnchor | None = None
+        self._lock_fd: int | None = None  # the run's recording lock while recording
+        self.otlp_exposed = _exposed_endpoints(opts.config["otlp"]) if opts.otlp else []
+        self._part_seconds = opts.config["capture"]["part_max_seconds"]  # 1 s when space runs low
+        self.low_space_since_ns: int | None = None
+        self.lost_rows: dict[str, int] = {}  # rows a failed last flush could not write
 
     # -- setup ----------------------------------------------------------
 
@@ -236,7 +258,9 @@ class Recorder:
             "state": state, "complete": complete, "stop_reason": stop_reason,
             "counters": {name: c.to_dict() for name, c in self.counts.items()},
             "files": self.writers.files(),
-            "otlp": self._otlp_manifest(),
+            "lost_rows": self.lost_rows,
+            "low_space_since": M.iso(self.low_space_since_ns) if self.low_space_since_ns else None,
+            "otlp": {**self._otlp_manifest(), "exposed": self.otlp_exposed},
             "safety": {
                 "max_overhead_pct": o.config["safety"]["max_overhead_pct"],
                 "bpf_stats": bool(self.monitor and self.monitor.bpf_stats),
@@ -319,7 +343,8 @@ class Recorder:
             self.switched_off.add(action["signal"])
 
     def _start_otlp(self) -> None:
-        """Spans beside the kernel events; a busy port costs the spans, not the recording."""
+        """Spans beside the kernel events. A busy port is an error before anything is
+        recorded, unless the spans were declared optional (--otlp-optional)."""
         if not self.opts.otlp:
             return
         cfg = self.opts.config["otlp"]
@@ -332,6 +357,11 @@ class Recorder:
         try:
             receiver.start()
         except SloError as exc:
+            if not self.opts.otlp_optional:
+                raise CaptureError(f"cannot receive spans: {exc.message}",
+                                   "stop what holds the port, set otlp.endpoint / otlp.grpc_endpoint in a "
+                                   "--config file, or pass --otlp-optional (record without spans if the port "
+                                   "is taken) or --no-otlp") from None
             self.otlp_error = exc.message
             return
         self.receiver = receiver
@@ -356,6 +386,27 @@ class Recorder:
         for name, n in self._buffered.items():
             self.counts[name].written += n
             self._buffered[name] = 0
+        if self._lock_fd is not None:  # the manifest follows every part: a killed recorder leaves it true
+            self._write_manifest(state="recording", complete=False, stop_reason=None)
+
+    def _write_manifest(self, *, state: str, complete: bool, stop_reason: str | None,
+                        ended_ns: int | None = None) -> None:
+        M.write_manifest(self.run_dir, self._manifest(
+            state=state, started_ns=self._started_ns, ended_ns=ended_ns, complete=complete,
+            stop_reason=stop_reason, cpu_s=time.process_time() - self._cpu0))
+
+    def _check_space(self) -> None:
+        """Low free space: close parts every second, so a full disk loses about a second of rows."""
+        low = shutil.disk_usage(self.run_dir).free < self.opts.config["capture"]["low_space_bytes"]
+        if low and self.low_space_since_ns is None:
+            self.low_space_since_ns = time.time_ns()
+        self._part_seconds = 1.0 if low else self.opts.config["capture"]["part_max_seconds"]
+
+    def _unwritten_rows(self) -> dict[str, int]:
+        """Rows still in memory per table: what a failed last flush loses."""
+        rows = {t: w.buffered_rows for t, w in self.writers.by_table.items()}
+        rows["kernel_events"] += self._raw_rows
+        return {t: n for t, n in rows.items() if n}
 
     def _update_drops(self) -> None:
         for name, probe in self.loaded.items():
@@ -367,34 +418,41 @@ class Recorder:
             on_ready: Callable[[Path], None] | None = None) -> RecordResult:
         cap = self.opts.config["capture"]
         self.run_dir.mkdir(parents=True, exist_ok=False)
+        self._lock_fd = M.hold_recording(self.run_dir)  # released by the kernel however we end
         self.writers = RunWriters(self.run_dir, max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
         self._hist_slice = -1
-        cpu0 = time.process_time()
-        started_ns = time.time_ns()
-        stop_reason, complete = "duration", True
+        self._cpu0 = time.process_time()
+        self._started_ns = time.time_ns()
+        stop_reason, complete, failure = "duration", True, None
+        try:
+            self._start_otlp()
+        except CaptureError:  # nothing recorded yet: leave no run behind
+            os.close(self._lock_fd)
+            shutil.rmtree(self.run_dir)
+            raise
         try:
             self._load()
             self.monitor = ResourceMonitor(self.loaded, self.opts.config["safety"]["bpf_run_time"])
             self.anchor = take_anchor()
-            self._start_otlp()
-            M.write_manifest(self.run_dir, self._manifest(
-                state="recording", started_ns=started_ns, ended_ns=None,
-                complete=False, stop_reason=None, cpu_s=0.0))
+            self._write_manifest(state="recording", complete=False, stop_reason=None)
             if on_ready:
                 on_ready(self.run_dir)
             self._loop(stop, on_progress)
             if stop.is_set():
                 stop_reason, complete = stop.reason, stop.complete
-        except OSError as exc:
-            stop_reason, complete = f"error: {exc}", False
-            hint = ("free space on that file system or pass another --out"
-                    if exc.errno == errno.ENOSPC else "check the --out directory")
-            raise CaptureError(f"recording into {self.run_dir} failed: {exc}", hint) from None
+        except OSError as exc:  # raised below, once _finish has said what was lost
+            stop_reason, complete, failure = f"error: {exc}", False, exc
         except BaseException as exc:
             stop_reason, complete = f"error: {exc}", False
             raise
         finally:
-            self._finish(started_ns, cpu0, complete, stop_reason)
+            self._finish(complete, stop_reason)
+        if failure is not None:
+            hint = ("free space on that file system or pass another --out"
+                    if failure.errno == errno.ENOSPC else "check the --out directory")
+            lost = ", ".join(f"{t} {n:,}" for t, n in self.lost_rows.items()) or "none"
+            raise CaptureError(f"recording into {self.run_dir} failed: {failure}; parts on disk are whole, "
+                               f"rows not written: {lost}", hint)
         return RecordResult(self.run_dir, complete, stop_reason, self.counts,
                             self.writers["kernel_events"].bytes_written, self.attach_errors, self.otlp_error)
 
@@ -417,9 +475,10 @@ class Recorder:
                 if time.monotonic() - last_watch >= 1.0:
                     last_watch = time.monotonic()
                     self._watch_overhead()
+                    self._check_space()
                 cap = self.opts.config["capture"]
                 if (self._raw_rows >= cap["part_max_rows"]
-                        or time.monotonic() - self._last_flush >= cap["part_max_seconds"]
+                        or time.monotonic() - self._last_flush >= self._part_seconds
                         or any(w.buffered_rows >= w.max_rows for w in (self.writers["kernel_hist"], self.writers["spans"]))):
                     self._flush()
                 now = time.monotonic()
@@ -434,7 +493,7 @@ class Recorder:
         finally:
             poller.close()
 
-    def _finish(self, started_ns: int, cpu0: float, complete: bool, stop_reason: str) -> None:
+    def _finish(self, complete: bool, stop_reason: str) -> None:
         """Detach first so nothing new arrives, then drain, flush and finalize."""
         for probe in self.loaded.values():
             probe.obj.detach()
@@ -447,7 +506,9 @@ class Recorder:
             self._update_drops()
             self._flush()
         except OSError as exc:  # e.g. the disk filled up: keep what is on disk, say what was cut
-            complete, stop_reason = False, f"{stop_reason}; last part not written: {exc}"
+            self.lost_rows = self._unwritten_rows()
+            lost = ", ".join(f"{t} {n:,}" for t, n in self.lost_rows.items()) or "none"
+            complete, stop_reason = False, f"{stop_reason}; last part not written: {exc}; rows lost: {lost}"
         finally:
             for probe in self.loaded.values():
                 probe.close()
@@ -457,9 +518,11 @@ class Recorder:
                 self.monitor.close()
             if getattr(self, "_cgroup_fd", None) is not None:
                 os.close(self._cgroup_fd)
+        lock_fd, self._lock_fd = self._lock_fd, None
         try:
-            M.write_manifest(self.run_dir, self._manifest(
-                state="finished", started_ns=started_ns, ended_ns=time.time_ns(),
-                complete=complete, stop_reason=stop_reason, cpu_s=time.process_time() - cpu0))
+            self._write_manifest(state="finished", complete=complete, stop_reason=stop_reason,
+                                 ended_ns=time.time_ns())
         except OSError:
-            pass  # the manifest written at start still says state "recording", complete false
+            pass  # the last manifest still says "recording": with the lock gone, sloan shows the run cut
+        finally:
+            os.close(lock_fd)

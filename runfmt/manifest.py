@@ -74,7 +74,10 @@ def recorder_alive(run_dir: Path) -> bool:
 
 def run_state(run_dir: Path, manifest: dict) -> str:
     """finished, recording (a recorder is writing it now) or cut (it says recording, but
-    its recorder is gone: killed, or the machine stopped); `slocap repair` fixes a cut run."""
+    its recorder is gone: killed, or the machine stopped). `slocap repair` rebuilds a cut
+    run's manifest from its parts and writes state "cut", so the run stays marked."""
+    if manifest.get("state") == "cut":
+        return "cut"
     if manifest.get("state") != "recording":
         return "finished"
     return "recording" if recorder_alive(run_dir) else "cut"
@@ -154,9 +157,13 @@ def identity(*, run_id: str, tag: str, scenario: str, seed: int | None, profile:
 
 def timing(started_ns: int, ended_ns: int | None) -> dict:
     """started_at, ended_at (UTC, ISO 8601) and duration_s; the end ones None while recording."""
-    return {"started_at": _iso(started_ns), "ended_at": _iso(ended_ns) if ended_ns else None,
+    return {"started_at": iso(started_ns), "ended_at": iso(ended_ns) if ended_ns else None,
             "duration_s": round((ended_ns - started_ns) / 1e9, 3) if ended_ns else None}
 
 
-def _iso(ns: int) -> str:
+def iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat()
