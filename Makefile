@@ -13,7 +13,7 @@ BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -I build -I bpf
 
-.PHONY: setup deb tracefs venv bpf bcc wheel demo dataset model test test-unit bench clean
+.PHONY: setup deb tracefs venv bpf bcc wheel demo dataset model test test-unit bench reliability clean
 
 setup: deb tracefs venv bpf bcc
 
@@ -108,6 +108,10 @@ bench: setup
 	$(PY) bench/stamping_cost.py
 	$(PY) bench/overhead.py
 	$(PY) bench/correlate_throughput.py
+
+# the README's Reliability table, from a run of tests/reliability
+reliability: setup
+	$(PY) bench/reliability.py
 
 # nightly-smoke and weekly-full: the CI partitions of the lab
 include mk/ci.mk
