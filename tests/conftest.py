@@ -75,6 +75,8 @@ def recording(tmp_path):
     def start(signals, variant="auto", safety=None, pods_file=None, cgroup=None, **capture_overrides):
         cfg = load_config()
         cfg["capture"].update(capture_overrides)
+        # free ports: a recorder or lab elsewhere on the host must not fail the test at start
+        cfg["otlp"].update(endpoint="127.0.0.1:0", grpc_endpoint="127.0.0.1:0")
         cfg["safety"].update(safety or {})
         rec = Recorder(RecordOptions(runs_root=tmp_path / "runs", signals=tuple(signals), config=cfg,
                                      variant=variant, pods_file=pods_file, cgroup=cgroup))
