@@ -56,9 +56,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix
+from sklearn.preprocessing import MultiLabelBinarizer
 
 from analyze.attribution import (
-    DOMAINS, UNKNOWN, Model, RunEvidence, attribute_evidence, collect_run, fit,
+    ABSTAIN_BELOW, DOMAINS, FEATURE_NAMES, UNKNOWN, Model, RunEvidence, attribute_evidence, collect_run, fit,
 )
 from analyze.slo import RunInfo
 from analyze.stats import can_bootstrap, percentile_ci, resample_indices
@@ -133,13 +135,19 @@ ABST = 3 * _D  # windows, abstained, fault windows, abstained on fault, none win
 N_COUNTS = ABST + 6
 
 
+def indicators(sets: Sequence[frozenset[str]]) -> np.ndarray:
+    """Domain sets as a (windows, domains) 0/1 matrix, columns in DOMAINS order."""
+    return MultiLabelBinarizer(classes=list(DOMAINS)).fit_transform(sets)
+
+
 def run_counts(run: RunScore) -> np.ndarray:
+    """TP/FP/FN per domain (scikit-learn's multilabel confusion) and the abstain counts."""
     c = np.zeros(N_COUNTS, np.int64)
+    if run.windows:
+        mcm = multilabel_confusion_matrix(indicators([w.truth for w in run.windows]),
+                                          indicators([w.blamed for w in run.windows]))
+        c[TP:TP + _D], c[FP:FP + _D], c[FN:FN + _D] = mcm[:, 1, 1], mcm[:, 0, 1], mcm[:, 1, 0]
     for w in run.windows:
-        for i, d in enumerate(DOMAINS):
-            c[TP + i] += d in w.blamed and d in w.truth
-            c[FP + i] += d in w.blamed and d not in w.truth
-            c[FN + i] += d in w.truth and d not in w.blamed
         abstained = w.predicted == UNKNOWN
         c[ABST] += 1
         c[ABST + 1] += abstained
@@ -182,12 +190,15 @@ def metrics_from_counts(c: np.ndarray) -> dict[str, Any]:
 
 
 def confusion(runs: Sequence[RunScore]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for run in runs:
-        for w in run.windows:
-            row = out.setdefault(truth_key(w.truth), {})
-            row[w.predicted] = row.get(w.predicted, 0) + 1
-    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+    """Truth (domains joined by '+', or none) -> top prediction -> windows, non-zero cells only."""
+    truth = [truth_key(w.truth) for r in runs for w in r.windows]
+    predicted = [w.predicted for r in runs for w in r.windows]
+    if not truth:
+        return {}
+    labels = sorted(set(truth) | set(predicted))
+    cm = confusion_matrix(truth, predicted, labels=labels)
+    return {t: {p: int(cm[i, j]) for j, p in enumerate(labels) if cm[i, j]}
+            for i, t in enumerate(labels) if t in truth}
 
 
 # --- bootstrap -------------------------------------------------------------------------
@@ -341,6 +352,7 @@ class ScoreResult:
     notes: list[str] = field(default_factory=list)
     resamples: int = RESAMPLES
     seed: int = SEED
+    baseline: dict[str, Any] = field(default_factory=dict)  # the scikit-learn baseline's metrics
 
     @property
     def n_runs(self) -> int:
@@ -389,6 +401,9 @@ class ScoreResult:
             "confusion": self.confusion, "correlation": self.correlation,
             "not_evaluated": list(self.not_evaluated), "resamples": self.resamples, "seed": self.seed,
             "runs": self.runs, "model": self.model, "notes": list(self.notes),
+            "baseline": {k: (v.to_dict() if isinstance(v, Metric) else
+                             {d: m.to_dict() for d, m in v.items()} if k == "recall_by_domain" else v)
+                         for k, v in self.baseline.items()},
         }
 
 
@@ -498,6 +513,38 @@ def _run_score(ev: RunEvidence, model: Model) -> RunScore:
     return RunScore(ev.info.run_id, ev.info.scenario, labels, windows, unpaged)
 
 
+BASELINE = "scikit-learn LogisticRegression, one per domain over all feature shifts, L2, C=1"
+
+
+def baseline_runs(train: Sequence[RunEvidence], test: Sequence[RunEvidence]) -> list[RunScore]:
+    """The test runs scored by an off-the-shelf model, fitted on the same training windows:
+    what the attribution model's own solver (sparse signatures, priors, non-negative weights)
+    must beat to earn its place. Same threshold (ABSTAIN_BELOW) and same windows."""
+    from sklearn.linear_model import LogisticRegression
+
+    rows, truth = training_rows(train)
+    X = np.array([[r[f] for f in FEATURE_NAMES] for r in rows]) if rows else np.zeros((0, len(FEATURE_NAMES)))
+    Y = indicators(truth) if rows else np.zeros((0, len(DOMAINS)), int)
+    models = {d: LogisticRegression(C=1.0, max_iter=1000).fit(X, Y[:, i])
+              for i, d in enumerate(DOMAINS) if 0 < Y[:, i].sum() < len(Y)}
+    scored = []
+    for ev in test:
+        labels, windows = ev.extra["labels"], []
+        for w, x in ev.shift_rows():
+            if not w.violating:
+                continue
+            row = np.array([[x[f] for f in FEATURE_NAMES]])
+            post = {d: float(m.predict_proba(row)[0, 1]) for d, m in models.items()}
+            blamed = frozenset(d for d, p in post.items() if p >= ABSTAIN_BELOW)
+            top = max(post, key=post.get, default=UNKNOWN)
+            predicted = top if top in blamed else UNKNOWN
+            windows.append(ScoredWindow(w.index, w.start_ns, w.end_ns,
+                                        window_truth(labels, w.start_ns, w.end_ns), predicted, blamed))
+        unpaged = sum(1 for w in ev.slo.windows if not w.violating and window_truth(labels, w.start_ns, w.end_ns))
+        scored.append(RunScore(ev.info.run_id, ev.info.scenario, labels, windows, unpaged))
+    return scored
+
+
 def training_rows(evidence: Sequence[RunEvidence]) -> tuple[list[dict[str, float]], list[frozenset[str]]]:
     """Every window (violating or not) of the given runs: feature shifts and true domains."""
     rows, truth = [], []
@@ -546,6 +593,12 @@ def score_runs(paths, config: Mapping, *, model: Model | None = None, seed: int 
             notes.append(f"{len(train)} run(s) left out of the test set: the model was trained on them")
     scored = [_run_score(evidence[r], model) for r in test]
     summary = summarize(scored, resamples=resamples, seed=seed)
+    base = summarize(baseline_runs([evidence[r] for r in train], [evidence[r] for r in test]),
+                     resamples=resamples, seed=seed)
+    baseline = {"model": BASELINE, "trained_on": "the same training runs" if train else "nothing (no training run)",
+                **{k: base[k] for k in ("precision", "recall", "f1", "abstain_rate_none")},
+                "recall_by_domain": {d: m["recall"] for d, m in base["per_domain"].items()
+                                     if m["support"]}}
     balance, per_windows = class_balance(scored)
     reasons = exploratory_reasons(balance, len(scored))
     not_evaluated = [d for d in DOMAINS if d not in balance]
@@ -570,4 +623,5 @@ def score_runs(paths, config: Mapping, *, model: Model | None = None, seed: int 
         detected=summary["detected"], faulted=summary["faulted"], confusion=summary["confusion"],
         unpaged_fault_windows=sum(s.unpaged_fault_windows for s in scored), windows=summary["windows"],
         correlation=correlation, exploratory=bool(reasons), exploratory_reasons=reasons,
-        not_evaluated=not_evaluated, model=model.to_dict(), notes=notes, resamples=resamples, seed=seed)
+        not_evaluated=not_evaluated, model=model.to_dict(), notes=notes, resamples=resamples, seed=seed,
+        baseline=baseline)

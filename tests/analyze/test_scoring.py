@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analyze.attribution import DOMAINS, UNKNOWN
 from analyze.scoring import (
@@ -297,3 +299,38 @@ def test_real_lab_runs_in_the_committed_dataset():
         assert not result.gate(load_config())[0]
     for check in result.correlation.values():
         assert check["right_span"] <= check["matched"] <= check["truth_pairs"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sets(st.sampled_from(DOMAINS[:3])), st.sets(st.sampled_from(DOMAINS[:3]))),
+                min_size=1, max_size=30))
+def test_counts_give_scikit_learns_precision_recall_and_f1(pairs):
+    # the bootstrap sums per-run counts; their metrics must be scikit-learn's on the windows
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from analyze.scoring import indicators
+
+    windows = [_w(i, truth, blamed) for i, (truth, blamed) in enumerate(pairs)]
+    m = metrics_from_counts(run_counts(_run("r", "s", [], windows)))
+    p, r, f, _ = precision_recall_fscore_support(indicators([w.truth for w in windows]),
+                                                 indicators([w.blamed for w in windows]),
+                                                 average=None, zero_division=0)
+    for i, d in enumerate(DOMAINS):
+        pd = m["per_domain"][d]
+        assert (pd["precision"] or 0.0) == pytest.approx(p[i])
+        assert (pd["recall"] or 0.0) == pytest.approx(r[i])
+        assert (pd["f1"] or 0.0) == pytest.approx(f[i])
+
+
+def test_the_model_is_scored_beside_a_scikit_learn_baseline(tmp_path):
+    for i in range(3):
+        make_run(tmp_path, f"dns-{i}", seed=i)
+    make_run(tmp_path, "base-0", scenario="baseline", fault=None, seed=10)
+    make_run(tmp_path, "base-1", scenario="baseline", fault=None, seed=11)
+    doc = score_runs([tmp_path], load_config(), resamples=50).to_dict()
+    base = doc["baseline"]
+    assert base["model"].startswith("scikit-learn LogisticRegression")
+    assert base["trained_on"] == "the same training runs"
+    for key in ("precision", "recall", "f1"):
+        assert base[key]["value"] is None or 0.0 <= base[key]["value"] <= 1.0
+    assert set(base["recall_by_domain"]) <= set(DOMAINS)
