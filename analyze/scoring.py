@@ -49,6 +49,7 @@ learns nothing, so it needs no split):
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -280,7 +281,7 @@ def _labels_and_truth(con, ev: RunEvidence) -> dict[str, Any]:
     """Runs inside collect_run: the run's labels and its correlation truth counts."""
     from runfmt import queries
 
-    labels = con.sql("SELECT domain, target, start_ns, end_ns FROM labels ORDER BY start_ns, domain") \
+    labels = con.sql("SELECT domain, target, intensity, start_ns, end_ns FROM labels ORDER BY start_ns, domain") \
         .to_arrow_table().to_pylist()
     checks = {}
     for name, (domain, query, tier) in CORRELATION_CHECKS.items():
@@ -294,6 +295,52 @@ def _labels_and_truth(con, ev: RunEvidence) -> dict[str, Any]:
             counts.add(correlation_counts(rows, tier))
         checks[name] = counts
     return {"labels": labels, "correlation": checks}
+
+
+# --- intensity ---------------------------------------------------------------------------
+
+
+def intensity_key(scenario: str, labels: Sequence[Mapping[str, Any]]) -> str:
+    """Which fault at which setting: 'dns_latency ms=120'; a mixed run lists each part's
+    parameters; a baseline run is its scenario."""
+    params = []
+    for lb in labels:
+        raw = lb.get("intensity")
+        try:
+            values = json.loads(raw) if raw else {}
+        except ValueError:
+            values = {"intensity": raw}
+        text = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(values.items()))
+        if text and text not in params:
+            params.append(text)
+    return " ".join([scenario, *params])
+
+
+def by_intensity(runs: Sequence[RunScore]) -> list[dict[str, Any]]:
+    """Recall per fault setting (micro over the true domains of its windows), with the fault
+    windows that never paged: a mild setting may move the SLO too little to page."""
+    groups: dict[str, list[RunScore]] = {}
+    for r in runs:
+        if r.labels:
+            groups.setdefault(intensity_key(r.scenario, r.labels), []).append(r)
+    out = []
+    for key, members in sorted(groups.items()):
+        c = np.sum([run_counts(r) for r in members], axis=0)
+        tp, fn = int(c[TP:TP + _D].sum()), int(c[FN:FN + _D].sum())
+        out.append({"intensity": key, "runs": len(members), "paged_fault_windows": int(c[ABST + 2]),
+                    "unpaged_fault_windows": sum(r.unpaged_fault_windows for r in members),
+                    "hits": tp, "misses": fn, "recall": _ratio(tp, tp + fn)})
+    return out
+
+
+def mixed_recall(runs: Sequence[RunScore]) -> dict[str, Any]:
+    """Recall on runs with two or more true domains: each cause found is a hit, each missed a miss."""
+    mixed = [r for r in runs if len({lb["domain"] for lb in r.labels}) >= 2]
+    c = np.sum([run_counts(r) for r in mixed], axis=0) if mixed else np.zeros(N_COUNTS, np.int64)
+    m = metrics_from_counts(c)
+    tp, fn = int(c[TP:TP + _D].sum()), int(c[FN:FN + _D].sum())
+    return {"runs": len(mixed), "hits": tp, "misses": fn, "recall": _ratio(tp, tp + fn),
+            "recall_by_domain": {d: v["recall"] for d, v in m["per_domain"].items() if v["support"]}}
 
 
 # --- the split -------------------------------------------------------------------------
@@ -353,6 +400,8 @@ class ScoreResult:
     resamples: int = RESAMPLES
     seed: int = SEED
     baseline: dict[str, Any] = field(default_factory=dict)  # the scikit-learn baseline's metrics
+    by_intensity: list[dict[str, Any]] = field(default_factory=list)  # recall per fault setting
+    mixed: dict[str, Any] = field(default_factory=dict)  # recall on runs with two or more causes
 
     @property
     def n_runs(self) -> int:
@@ -401,6 +450,7 @@ class ScoreResult:
             "confusion": self.confusion, "correlation": self.correlation,
             "not_evaluated": list(self.not_evaluated), "resamples": self.resamples, "seed": self.seed,
             "runs": self.runs, "model": self.model, "notes": list(self.notes),
+            "by_intensity": self.by_intensity, "mixed": self.mixed,
             "baseline": {k: (v.to_dict() if isinstance(v, Metric) else
                              {d: m.to_dict() for d, m in v.items()} if k == "recall_by_domain" else v)
                          for k, v in self.baseline.items()},
@@ -555,10 +605,30 @@ def training_rows(evidence: Sequence[RunEvidence]) -> tuple[list[dict[str, float
     return rows, truth
 
 
+def _leave_one_intensity_out(evidence: Mapping[str, RunEvidence]) -> tuple[list[RunScore], Model]:
+    """Every run scored by a model that never saw its fault setting (scikit-learn's
+    LeaveOneGroupOut over intensity keys; each baseline run is a group of its own).
+    Returns the scores and the model fitted on all runs (for the record, not for scoring)."""
+    from sklearn.model_selection import LeaveOneGroupOut
+
+    ids = sorted(evidence)
+    groups = [intensity_key(evidence[r].info.scenario, evidence[r].extra["labels"])
+              if evidence[r].extra["labels"] else f"none {r}" for r in ids]
+    scored = []
+    for train_idx, test_idx in LeaveOneGroupOut().split(ids, groups=groups):
+        fold = fit(*training_rows([evidence[ids[i]] for i in train_idx]))
+        scored += [_run_score(evidence[ids[i]], fold) for i in test_idx]
+    everything = fit(*training_rows(list(evidence.values())),
+                     trained={"runs": ids, "split": {"method": "all runs (leave-one-intensity-out scoring)"}})
+    return sorted(scored, key=lambda r: r.run_id), everything
+
+
 def score_runs(paths, config: Mapping, *, model: Model | None = None, seed: int = SEED,
                train_fraction: float = TRAIN_FRACTION, resamples: int = RESAMPLES,
-               budget: float | None = None) -> ScoreResult:
-    """Scores attribution (and correlation) on the labelled runs below `paths`."""
+               budget: float | None = None, split_by: str = "scenario") -> ScoreResult:
+    """Scores attribution (and correlation) on the labelled runs below `paths`.
+    split_by: "scenario" (a seeded share of each scenario's runs trains) or "intensity"
+    (leave one fault setting out)."""
     from analyze.session import find_runs
 
     notes: list[str] = []
@@ -577,7 +647,14 @@ def score_runs(paths, config: Mapping, *, model: Model | None = None, seed: int 
                         f"{', '.join(str(p) for p in paths)}",
                         "score lab runs: 'slocap lab run' writes labels.parquet beside each run")
     infos = [ev.info for ev in evidence.values()]
-    if model is None:
+    if split_by == "intensity":
+        if model is not None:
+            raise ValueError("a given model is scored on every run it was not trained on: no split")
+        scored, model = _leave_one_intensity_out(evidence)
+        train, test = [], sorted(evidence)
+        split = {"method": "leave one intensity out: each fault setting (scenario and parameters) is "
+                           "tested by a model fitted on every other run; each baseline run alike"}
+    elif model is None:
         train, test = split_runs(infos, seed, train_fraction)
         split = {"method": "per scenario, seeded shuffle, floor(n * train_fraction) train",
                  "seed": seed, "train_fraction": train_fraction}
@@ -591,14 +668,15 @@ def score_runs(paths, config: Mapping, *, model: Model | None = None, seed: int 
                  "model_split": model.trained.get("split")}
         if train:
             notes.append(f"{len(train)} run(s) left out of the test set: the model was trained on them")
-    scored = [_run_score(evidence[r], model) for r in test]
+    if split_by != "intensity":
+        scored = [_run_score(evidence[r], model) for r in test]
     summary = summarize(scored, resamples=resamples, seed=seed)
     base = summarize(baseline_runs([evidence[r] for r in train], [evidence[r] for r in test]),
-                     resamples=resamples, seed=seed)
-    baseline = {"model": BASELINE, "trained_on": "the same training runs" if train else "nothing (no training run)",
+                     resamples=resamples, seed=seed) if split_by != "intensity" else None
+    baseline = {} if base is None else {"model": BASELINE, "trained_on": "the same training runs" if train else "nothing (no training run)",
                 **{k: base[k] for k in ("precision", "recall", "f1", "abstain_rate_none")},
                 "recall_by_domain": {d: m["recall"] for d, m in base["per_domain"].items()
-                                     if m["support"]}}
+                                                     if m["support"]}}
     balance, per_windows = class_balance(scored)
     reasons = exploratory_reasons(balance, len(scored))
     not_evaluated = [d for d in DOMAINS if d not in balance]
@@ -624,4 +702,4 @@ def score_runs(paths, config: Mapping, *, model: Model | None = None, seed: int 
         unpaged_fault_windows=sum(s.unpaged_fault_windows for s in scored), windows=summary["windows"],
         correlation=correlation, exploratory=bool(reasons), exploratory_reasons=reasons,
         not_evaluated=not_evaluated, model=model.to_dict(), notes=notes, resamples=resamples, seed=seed,
-        baseline=baseline)
+        baseline=baseline, by_intensity=by_intensity(scored), mixed=mixed_recall(scored))

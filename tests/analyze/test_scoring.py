@@ -334,3 +334,35 @@ def test_the_model_is_scored_beside_a_scikit_learn_baseline(tmp_path):
     for key in ("precision", "recall", "f1"):
         assert base[key]["value"] is None or 0.0 <= base[key]["value"] <= 1.0
     assert set(base["recall_by_domain"]) <= set(DOMAINS)
+
+
+def test_recall_per_intensity_and_leave_one_intensity_out(tmp_path):
+    for i, ms in enumerate((120.0, 120.0, 400.0, 400.0, 900.0, 900.0)):
+        make_run(tmp_path, f"dns-{i}", seed=i, dns_fault_ms=ms)
+    make_run(tmp_path, "base-0", scenario="baseline", fault=None, seed=10)
+    make_run(tmp_path, "base-1", scenario="baseline", fault=None, seed=11)
+    result = score_runs([tmp_path], load_config(), resamples=50, split_by="intensity")
+    assert result.train_runs == [] and result.n_runs == 8  # every run is tested, by a model blind to it
+    assert result.split["method"].startswith("leave one intensity out")
+    keys = [row["intensity"] for row in result.by_intensity]
+    assert keys == ["dns_latency ms=120", "dns_latency ms=400", "dns_latency ms=900"]
+    for row in result.by_intensity:
+        assert row["runs"] == 2
+        assert row["recall"] is None or 0.0 <= row["recall"] <= 1.0
+        assert row["hits"] + row["misses"] <= row["paged_fault_windows"]
+    assert result.mixed["runs"] == 0 and result.mixed["recall"] is None
+    default = score_runs([tmp_path], load_config(), resamples=50)
+    assert sum(row["runs"] for row in default.by_intensity) == len([r for r in default.test_runs
+                                                                  if r.startswith("dns")])
+    with pytest.raises(ValueError):
+        score_runs([tmp_path], load_config(), resamples=50, split_by="intensity", model=default.fitted_model())
+
+
+def test_intensity_key_names_each_part_of_a_mixed_fault():
+    from analyze.scoring import intensity_key
+
+    labels = [{"domain": "network_dns", "intensity": '{"ms": 300}'},
+              {"domain": "cpu_throttle", "intensity": '{"hogs": 2, "cpus": 1.0}'}]
+    assert intensity_key("dns_latency+cpu_contention", labels) == "dns_latency+cpu_contention ms=300 cpus=1,hogs=2"
+    assert intensity_key("baseline", []) == "baseline"
+    assert intensity_key("x", [{"domain": "d", "intensity": "not json"}]) == "x intensity=not json"

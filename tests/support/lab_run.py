@@ -10,6 +10,8 @@ server does, so time to first token breaches there.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +107,8 @@ def make_run(root: Path, run_id: str, *, scenario: str = "dns_latency", fault: s
               "kernel_events": S.kernel_events_table(cols, len(events))}
     if labels:
         tables["labels"] = ([{"run_id": run_id, "scenario": scenario, "domain": "network_dns", "target": "dns",
-                              "start_ns": fault_lo, "end_ns": fault_hi}] if fault == "dns" else [])
+                              "intensity": json.dumps({"ms": dns_fault_ms}), "start_ns": fault_lo,
+                              "end_ns": fault_hi}] if fault == "dns" else [])
     return write_run(root, run_id, scenario=scenario, manifest={
         "node": NODE, "profile": "smoke", "phases": dict(PHASES), "seed": seed,
         "capability": {"mode": "core_full",
