@@ -457,8 +457,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     _drops("tcp_loss", syn_only=False, every=5),
     _drops("connect_stall", syn_only=True, every=2),
     # the backend serves HTTPS only, /admin/fault included
+    # defaults that page within a window of injection in a smoke run (docs/slo.md): a
+    # handshake happens only on a new connection, and a retrieval is one part of a request
     _admin("tls_slowdown", "network_egress", "backend",
-           lambda p: {"kind": "tls_delay", "ms": p["ms"]}, {"ms": Param(300, 0, 60_000)}, scheme="https"),
+           lambda p: {"kind": "tls_delay", "ms": p["ms"]}, {"ms": Param(1500, 0, 60_000)}, scheme="https"),
     Scenario("cpu_contention", "cpu_throttle", "gateway",
              {"service": Param("gateway", choices=SERVICES), "hogs": Param(2, 1, 64), "cpus": Param(1.0, 0.01, 64.0),
               "period_us": Param(100_000, 1_000, 1_000_000)}, _cpu_contention),
@@ -471,7 +473,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
            lambda p: {"kind": "error", "fraction": p["fraction"]}, {"fraction": Param(0.8, 0.0, 1.0)},
            scheme="https"),
     _admin("retrieval_slowdown", "retrieval_backend", "retrieval",
-           lambda p: {"kind": "slowdown", "extra_ms": p["extra_ms"]}, {"extra_ms": Param(400, 0, 600_000)}),
+           lambda p: {"kind": "slowdown", "extra_ms": p["extra_ms"]}, {"extra_ms": Param(1000, 0, 600_000)}),
     Scenario("memory_pressure", "memory_pressure", "gateway",
              {"service": Param("gateway", choices=SERVICES), "margin_mb": Param(64, 1, 4096),
               "cache_mb": Param(256, 2, 16_384), "read_mb_per_s": Param(200.0, 1.0, 10_000.0)}, _memory_pressure),

@@ -50,7 +50,7 @@ def test_a_fault_labels_the_intensity_it_was_built_with():
     fault = build("dns_latency", None, {"ms": 120, "admin_url": "http://127.0.0.1:1/admin/fault"})
     assert fault.label() == {"domain": "network_dns", "target": "dns", "intensity": json.dumps({"ms": 120})}
     default = SCENARIOS["retrieval_slowdown"](None, {"admin_url": "http://127.0.0.1:1/admin/fault"})
-    assert json.loads(default.label()["intensity"]) == {"extra_ms": 400}
+    assert json.loads(default.label()["intensity"]) == {"extra_ms": 1000}
 
 
 def test_the_command_line_rejects_a_bad_fault_before_any_lab(tmp_path):
