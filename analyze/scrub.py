@@ -62,7 +62,8 @@ PREFIX = {"ip": "ip", "host": "host", "pod": "pod", "ns": "ns", "container": "ct
 # such as a container `dns` or a comm `sh` are ordinary words, so only their columns change
 STRONG = ("ip", "url", "uid", "pod", "host", "dns")
 
-# Span attributes kept (as stored in the `attributes` map: resource ones as resource.<key>).
+# Span attributes kept (as stored in the `attributes` maps of spans and span_resources, resource
+# ones as resource.<key>).
 # Only these are needed or safe: outcome, retry and GenAI usage metadata, the connection
 # (addresses pseudonymized), DNS question metadata. Every other attribute is dropped: prompts
 # and completions (gen_ai.prompt, gen_ai.input.messages ...), response and instance ids,
@@ -115,7 +116,7 @@ COLUMN_RULES = {
         "signal", "kind", "trace_id", "span_id", "parent_span_id", "event_trace_id", "event_span_id", "status_code",
         "service_name", "scope_name", "gen_ai_provider_name", "gen_ai_operation_name", "gen_ai_request_model",
         "gen_ai_response_model", "http_request_method", "tier", "request_id", "phase", "prompt_class", "status",
-        "run_id", "scenario", "domain", "target", "intensity"), "keep"),
+        "run_id", "scenario", "domain", "target", "intensity", "resource_id"), "keep"),
 }
 
 # the files of a run directory scrub knows (the tables, then what sloan correlate writes
@@ -247,6 +248,11 @@ def _is_str(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
+def _decoded(t: pa.DataType) -> pa.DataType:
+    """A dictionary's value type (the spans' per-resource texts are dictionary-encoded)."""
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
 def _map_unique(arr: pa.Array, fn: Callable[[str], str]) -> pa.Array:
     """fn applied once per distinct value; nulls stay null."""
     if len(arr) == 0 or arr.null_count == len(arr):
@@ -364,12 +370,13 @@ def _seed(p: Pseudonyms, files: list[Path], manifest: dict) -> None:
         if isinstance(value, str):
             p.pseudonym("host", value)
     for path in files:
-        pf = pq.ParquetFile(path)
-        names = [n for n in pf.schema_arrow.names if n in _SEED_COLUMNS and _is_str(pf.schema_arrow.field(n).type)]
+        pf = _parquet(path)
+        names = [n for n in pf.schema_arrow.names
+                 if n in _SEED_COLUMNS and _is_str(_decoded(pf.schema_arrow.field(n).type))]
         detail = "detail" in pf.schema_arrow.names and "signal" in pf.schema_arrow.names
         if not names and not detail:
             continue
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=names + (["signal", "detail"] if detail else [])):
+        for batch in _batches(pf, path, columns=names + (["signal", "detail"] if detail else [])):
             for name in names:
                 for v in pc.unique(batch.column(name)).to_pylist():
                     if v is not None:
@@ -479,18 +486,32 @@ def _run_files(run_dir: Path) -> tuple[list[Path], list[str]]:
     return known, other
 
 
-def _scrub_file(p: Pseudonyms, allow: frozenset[str], src: Path, dst: Path) -> _Counts:
-    counts = _Counts()
+def _parquet(src: Path) -> pq.ParquetFile:
     try:
-        pf = pq.ParquetFile(src)
+        return pq.ParquetFile(src)
     except (OSError, pa.ArrowException) as exc:  # pyarrow raises several types for a damaged file
         raise DataError(f"{src}: not readable Parquet ({exc})",
                         "repair or remove that file, then scrub again") from None
+
+
+def _batches(pf: pq.ParquetFile, src: Path, columns: list[str] | None = None):
+    """The file's record batches. A damaged data page shows only here, as the footer read:
+    named with its file; errors of the caller's loop body pass through untouched."""
+    try:
+        yield from pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{src}: damaged data page ({' '.join(str(exc).split())})",
+                        "repair or remove that file, then scrub again") from None
+
+
+def _scrub_file(p: Pseudonyms, allow: frozenset[str], src: Path, dst: Path) -> _Counts:
+    counts = _Counts()
+    pf = _parquet(src)
     schema = pf.schema_arrow
     scrubber = _TableScrubber(p, allow, src, schema)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with pq.ParquetWriter(dst, schema, compression="zstd") as writer:
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS):
+        for batch in _batches(pf, src):
             writer.write_batch(scrubber.batch(batch, counts))
     return counts
 

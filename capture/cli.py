@@ -139,6 +139,7 @@ def record(out: Path, duration: float | None, signals: str | None, config_path: 
     from runfmt.config import load_config
 
     cfg = load_config(config_path)
+    _limit_malloc_arenas()
     os.umask(0o077)  # run files hold addresses, DNS names and span attributes: the owner's only
     chosen = _parse_signals(signals) if signals else tuple(
         s for s in cfg["signal_set"]["enabled"] if s in SIGNAL_NAMES)
@@ -156,7 +157,7 @@ def record(out: Path, duration: float | None, signals: str | None, config_path: 
                    "add spans to the run (recorded in the manifest); bind 127.0.0.1 unless spans come "
                    "from other hosts", err=True)
     result = _run_with_status(rec, stop)
-    _render_result(result)
+    _render_result(result, rec.shedding())
 
 
 @main.command()
@@ -183,6 +184,18 @@ def repair(run_dir: Path) -> None:
         click.echo(f"warning: part left out, unreadable: {problem}", err=True)
     if r.removed_tmp:
         click.echo(f"removed {len(r.removed_tmp)} half-written temporary part(s)")
+
+
+def _limit_malloc_arenas() -> None:
+    """glibc keeps freed memory per thread arena; every OTLP connection is a thread, so a
+    burst of large bodies would leave RSS high. Two arenas keep the peak near one body's."""
+    import ctypes
+
+    M_ARENA_MAX = -8  # glibc's malloc.h
+    try:
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, 2)
+    except (OSError, AttributeError):  # not glibc: its allocator decides
+        pass
 
 
 def _parse_phases(text: str | None) -> dict[str, float] | None:
@@ -218,8 +231,36 @@ def _run_with_status(rec, stop):
         return rec.run(stop, on_progress=lambda snap: live.update(table(snap)))
 
 
-def _render_result(result) -> None:
+MAX_SHED_LINES = 6  # shedding steps shown; the manifest's safety.actions lists them all
+
+
+def shed_lines(shedding: dict) -> list[str]:
+    """What was shed and when, from Recorder.shedding(): one line per step (the first few),
+    then the signals switched off and the spans refused."""
+    actions = shedding.get("actions") or []
+    lines = [f"{a['t_s']:.1f} s ({a['cause']} cost {a[a['cause'] + '_overhead_pct']:.2f} % of "
+             f"{a['overhead_pct']:.2f} %): {a['detail']}" for a in actions[:MAX_SHED_LINES]]
+    more = len(actions) - MAX_SHED_LINES + (shedding.get("actions_not_listed") or 0)
+    if more > 0:
+        lines.append(f"... {more} more step(s) in the manifest's safety.actions")
+    for name, off in (shedding.get("switched_off") or {}).items():
+        if off["how"] == "detached":
+            lines.append(f"{name}: off from {off['t_s']:.1f} s, detached at {off['detached_t_s']:.1f} s: "
+                         f"its events in the last {off['uncounted_s']:.1f} s are not counted")
+        else:
+            lines.append(f"{name}: off from {off['t_s']:.1f} s, its events counted as sampled out")
+    refused, requests = shedding.get("spans_refused") or 0, shedding.get("requests_refused") or 0
+    if requests:
+        json_only = shedding.get("refused_requests_uncounted") or 0
+        lines.append(f"span intake: {refused:,} spans in {requests:,} export request(s) refused with backpressure"
+                     + (f" ({json_only:,} OTLP/JSON request(s) among them, their spans not counted)"
+                        if json_only else ""))
+    return lines
+
+
+def _render_result(result, shedding: dict | None = None) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     from runfmt.console import render_arrow
     from runfmt.queries import events_by_signal
@@ -229,11 +270,18 @@ def _render_result(result) -> None:
         c.print(f"[yellow]warning:[/] {name} was not recorded: {err}")
     if result.otlp_error:
         c.print(f"[yellow]warning:[/] no spans were received: {result.otlp_error}", soft_wrap=True)
-    status = "complete" if result.complete else f"[yellow]cut short ({result.stop_reason})[/]"
+    degraded = bool(shedding and shedding.get("degraded"))
+    if not result.complete:
+        status = f"[yellow]cut short ({result.stop_reason}){', degraded' if degraded else ''}[/]"
+    else:
+        status = "[yellow]degraded[/]" if degraded else "complete"
     c.print(f"run {status}: [bold]{result.run_dir}[/]", soft_wrap=True)
+    for line in shed_lines(shedding) if degraded else ():
+        c.print(f"  shed: {escape(line)}", soft_wrap=True)
     drops = sum(x.dropped for x in result.counts.values())
+    sampled_out = sum(x.sampled_out for x in result.counts.values())
     written = sum(x.written for x in result.counts.values())
-    c.print(f"{written:,} kernel events written, {drops:,} dropped, "
+    c.print(f"{written:,} kernel events written, {drops:,} dropped, {sampled_out:,} sampled out, "
             f"{result.bytes_written / 1e6:.2f} MB")
     c.print(render_arrow(events_by_signal(result.run_dir), title="first look: events by signal"))
     c.print(f"explore: sloan sql \"SELECT * FROM kernel_events LIMIT 20\" --runs {result.run_dir}", soft_wrap=True)

@@ -4,6 +4,15 @@ Applications keep their stock OpenTelemetry exporters and point them here. Each
 accepted export request is flattened to one SPANS table and handed to `on_spans`.
 Bad input is answered with the OTLP status for it and counted; it never stops
 the receiver, and neither does an exception raised by `on_spans`.
+
+When the recorder is over its overhead limit because of span intake
+(capture/safety.py), `throttle` admits only a share of the export requests and
+the rest are refused with OTLP backpressure, which the exporters retry later:
+HTTP 429 with Retry-After, gRPC RESOURCE_EXHAUSTED with a RetryInfo. The spans
+of a refused protobuf request are counted (parsing costs ~3 % of flattening);
+those of a refused OTLP/JSON request are not (parsing JSON costs as much as
+storing it): such requests are counted with their bytes. Each request's CPU
+time on its handler thread is summed in `intake_cpu_s`.
 """
 
 from __future__ import annotations
@@ -28,15 +37,15 @@ from typing import Any
 
 import grpc
 import pyarrow as pa
-from google.protobuf import json_format
+from google.protobuf import any_pb2, duration_pb2, json_format
 from google.protobuf.message import DecodeError
-from google.rpc import status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
-from capture.spans import flatten
+from capture.spans import DEFAULT_LIMITS, AttributeLimits, flatten
 from runfmt.errors import CaptureError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -59,12 +68,97 @@ _OUTCOMES: dict[str, tuple[HTTPStatus, grpc.StatusCode]] = {
 REJECT_REASONS = tuple(_OUTCOMES)
 
 
+# over the overhead limit: backpressure the OTLP exporters retry after the delay given
+THROTTLED = "throttled"
+_THROTTLED = (HTTPStatus.TOO_MANY_REQUESTS, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
 class _Rejected(Exception):
-    def __init__(self, reason: str, message: str, status: HTTPStatus | None = None) -> None:
+    def __init__(self, reason: str, message: str, status: HTTPStatus | None = None,
+                 retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
-        self.status = status or _OUTCOMES[reason][0]
+        self.status = status or _outcome(reason)[0]
+        self.retry_after_s = retry_after_s
+
+
+def _outcome(reason: str) -> tuple[HTTPStatus, grpc.StatusCode]:
+    return _THROTTLED if reason == THROTTLED else _OUTCOMES[reason]
+
+
+class IntakeThrottle:
+    """Which export requests are taken: all at level 0, 1 in 2**level up to MAX_LEVEL - 1,
+    none at MAX_LEVEL. The load shedder (capture/safety.py) sets the level; a refused
+    client is told to retry after `retry_after_s`, longer at deeper levels."""
+
+    MAX_LEVEL = 6
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._level = 0
+        self._credit = 0.0
+
+    @property
+    def level(self) -> int:
+        return self._level
+
+    def set_level(self, level: int) -> None:
+        with self._lock:
+            self._level = max(0, min(level, self.MAX_LEVEL))
+            self._credit = 0.0
+
+    @staticmethod
+    def fraction(level: int) -> float:
+        return 0.0 if level >= IntakeThrottle.MAX_LEVEL else 1 / (1 << max(level, 0))
+
+    @staticmethod
+    def retry_after(level: int) -> int:
+        return min(1 << max(level - 1, 0), 4)
+
+    @property
+    def retry_after_s(self) -> int:
+        return self.retry_after(self._level)
+
+    def describe(self, level: int) -> str:
+        if level <= 0:
+            return "every export request admitted again"
+        share = "none" if level >= self.MAX_LEVEL else f"1 in {1 << level}"
+        return (f"{share} of the export requests admitted, the rest refused with backpressure "
+                f"(HTTP 429, gRPC RESOURCE_EXHAUSTED; retry after {self.retry_after(level)} s)")
+
+    def admit(self) -> bool:
+        """Whether to take this request: spread evenly, `fraction` of them."""
+        with self._lock:
+            if self._level == 0:
+                return True
+            self._credit += self.fraction(self._level)
+            if self._credit >= 1.0:
+                self._credit -= 1.0
+                return True
+            return False
+
+
+def _count_spans(body: bytes, media_type: str) -> int | None:
+    """Spans in an export body, or None when counting would cost as much as taking them."""
+    if media_type == JSON:
+        return None
+    try:
+        request = ExportTraceServiceRequest.FromString(body)
+    except DecodeError:
+        return 0
+    return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+
+
+def _retry_trailers(message: str, retry_after_s: int) -> tuple[tuple[str, bytes], ...]:
+    """The gRPC form of Retry-After: a google.rpc.RetryInfo, both as the status details the
+    OTLP spec names and as the trailer the Python exporter reads."""
+    info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=retry_after_s))
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=[detail])
+    return (("grpc-status-details-bin", status.SerializeToString()),
+            ("google.rpc.retryinfo-bin", info.SerializeToString()))
 
 
 @dataclass(frozen=True)
@@ -75,6 +169,15 @@ class ReceiverCounters:
     requests_ok: int
     rejected: Mapping[str, int]  # reason (REJECT_REASONS) -> requests
     spans_received: int  # spans handed to on_spans without error
+    # refused with backpressure while the recorder was over its overhead limit (IntakeThrottle)
+    throttled: int = 0  # requests
+    spans_refused: int = 0  # spans in the throttled protobuf requests
+    bytes_refused: int = 0  # body bytes (decoded) of the throttled requests
+    throttled_uncounted: int = 0  # throttled OTLP/JSON requests: their spans were not counted
+    intake_cpu_s: float = 0.0  # CPU time of the handler threads on requests, every outcome
+    # cut from the stored spans by otlp.attribute_count_limit / attribute_value_length_limit
+    attributes_dropped: int = 0  # span and resource attributes past the count limit
+    values_truncated: int = 0  # attribute values cut to the length limit
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -132,6 +235,9 @@ class OtlpReceiver:
 
     on_spans is called with one SPANS table per export request, from one thread at a
     time (the receiver serializes the calls); no call starts after stop() has returned.
+    on_resources, when given, is called just before it with the request's SPAN_RESOURCES
+    table (the resource attributes its spans' resource_id name). Attributes are kept
+    within `limits` (capture/spans.py).
     Port 0 binds a free port; the bound ports are in `http_port` and `grpc_port`.
     """
 
@@ -141,6 +247,9 @@ class OtlpReceiver:
         grpc_endpoint: str,
         max_request_bytes: int,
         on_spans: Callable[[pa.Table], None],
+        *,
+        on_resources: Callable[[pa.Table], None] | None = None,
+        limits: AttributeLimits = DEFAULT_LIMITS,
     ) -> None:
         self.http_endpoint = http_endpoint
         self.grpc_endpoint = grpc_endpoint
@@ -148,13 +257,26 @@ class OtlpReceiver:
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self._on_spans = on_spans
+        self._on_resources = on_resources
+        self.limits = limits
         self._sink_lock = threading.Lock()
+        # one request decoded at a time: the GIL runs one anyway, and the memory bound of a
+        # request (README, "Bounded memory") then holds for concurrent ones too
+        self._decoding = threading.Lock()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._inflight = 0
         self._ok = 0
         self._spans = 0
         self._rejected = dict.fromkeys(REJECT_REASONS, 0)
+        self.throttle = IntakeThrottle()
+        self._throttled = 0
+        self._spans_refused = 0
+        self._bytes_refused = 0
+        self._throttled_uncounted = 0
+        self._intake_cpu_s = 0.0
+        self._attributes_dropped = 0
+        self._values_truncated = 0
         self._accepting = False  # new requests are taken
         self._sink_open = False  # on_spans may be called
         self._http: _HttpServer | None = None
@@ -164,7 +286,13 @@ class OtlpReceiver:
     @property
     def counters(self) -> ReceiverCounters:
         with self._lock:
-            return ReceiverCounters(self._ok, dict(self._rejected), self._spans)
+            return ReceiverCounters(self._ok, dict(self._rejected), self._spans,
+                                    throttled=self._throttled, spans_refused=self._spans_refused,
+                                    bytes_refused=self._bytes_refused,
+                                    throttled_uncounted=self._throttled_uncounted,
+                                    intake_cpu_s=self._intake_cpu_s,
+                                    attributes_dropped=self._attributes_dropped,
+                                    values_truncated=self._values_truncated)
 
     def start(self) -> None:
         http_host, http_port = parse_endpoint(self.http_endpoint)
@@ -212,50 +340,73 @@ class OtlpReceiver:
 
     @contextmanager
     def _request(self) -> Iterator[None]:
-        """Tracks one request for graceful stop and counts how it ended."""
+        """Tracks one request for graceful stop, counts how it ended and what CPU it took."""
+        cpu0 = time.thread_time()
         with self._lock:
             self._inflight += 1
         try:
             yield
         except _Rejected as rejected:
-            with self._lock:
-                self._rejected[rejected.reason] += 1
+            if rejected.reason != THROTTLED:  # counted with its spans by _receive
+                with self._lock:
+                    self._rejected[rejected.reason] += 1
             log.debug("OTLP request refused (%s): %s", rejected.reason, rejected.message)
             raise
         finally:
+            cpu = time.thread_time() - cpu0
             with self._idle:
                 self._inflight -= 1
+                self._intake_cpu_s += cpu
                 self._idle.notify_all()
 
     def _receive(self, body: bytes, media_type: str) -> None:
         """Parses, flattens and delivers one export request, or raises _Rejected."""
         if not self._accepting:
             raise _Rejected("stopping", "the recorder is stopping")
+        if not self.throttle.admit():
+            spans = _count_spans(body, media_type)
+            retry_after_s = self.throttle.retry_after_s
+            with self._lock:
+                self._throttled += 1
+                self._bytes_refused += len(body)
+                if spans is None:
+                    self._throttled_uncounted += 1
+                else:
+                    self._spans_refused += spans
+            raise _Rejected(THROTTLED, f"the recorder is over its overhead limit; retry after {retry_after_s} s",
+                            retry_after_s=retry_after_s)
         try:
-            table = flatten(parse_request(body, media_type))
+            with self._decoding:
+                flat = flatten(parse_request(body, media_type), self.limits)
         except DataError as exc:
             raise _Rejected("malformed", str(exc)) from None
         try:
             with self._sink_lock:
                 if not self._sink_open:
                     raise _Rejected("stopping", "the recorder is stopping")
-                if table.num_rows:
-                    self._on_spans(table)
+                if flat.num_spans:
+                    if self._on_resources is not None:
+                        self._on_resources(flat.resources)
+                    self._on_spans(flat.spans)
         except _Rejected:
             raise
         except Exception:
-            log.exception("OTLP receiver: storing %d spans failed", table.num_rows)
+            log.exception("OTLP receiver: storing %d spans failed", flat.num_spans)
             raise _Rejected("sink_error", "the recorder could not store these spans") from None
         with self._lock:
             self._ok += 1
-            self._spans += table.num_rows
+            self._spans += flat.num_spans
+            self._attributes_dropped += flat.attributes_dropped
+            self._values_truncated += flat.values_truncated
 
     def _grpc_export(self, body: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         try:
             with self._request():
                 self._receive(body, PROTOBUF)
         except _Rejected as rejected:
-            context.abort(_OUTCOMES[rejected.reason][1], rejected.message)
+            if rejected.retry_after_s is not None:
+                context.set_trailing_metadata(_retry_trailers(rejected.message, rejected.retry_after_s))
+            context.abort(_outcome(rejected.reason)[1], rejected.message)
         return ExportTraceServiceResponse()
 
 
@@ -401,7 +552,8 @@ class _Handler(BaseHTTPRequestHandler):
                 unread = 0
                 receiver._receive(_decode(raw, encoding, receiver.max_request_bytes), media_type)
         except _Rejected as rejected:
-            self._reply(rejected.status, _status_body(rejected.message, media_type), media_type, unread)
+            self._reply(rejected.status, _status_body(rejected.message, media_type), media_type, unread,
+                        rejected.retry_after_s)
             return
         self._reply(HTTPStatus.OK, b"{}" if media_type == JSON else b"", media_type, 0)
 
@@ -423,10 +575,13 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Rejected("malformed", f"body ended after {len(body)} of {length} bytes")
         return body
 
-    def _reply(self, status: HTTPStatus, body: bytes, media_type: str, unread: int | None) -> None:
+    def _reply(self, status: HTTPStatus, body: bytes, media_type: str, unread: int | None,
+               retry_after_s: int | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", JSON if media_type == JSON else PROTOBUF)
         self.send_header("Content-Length", str(len(body)))
+        if retry_after_s is not None:
+            self.send_header("Retry-After", str(retry_after_s))
         if unread != 0:  # the unread body would be parsed as the next request
             self.send_header("Connection", "close")
             self.close_connection = True

@@ -28,8 +28,15 @@ from capture.hist import hist_table
 from capture.otlp import OtlpReceiver, parse_endpoint
 from capture.pods import PodResolver
 from capture.probe import LoadedSignal
-from capture.safety import LoadShedder, ResourceMonitor, samples_table
+from capture.safety import (
+    CpuMeter,
+    IntakeUsage,
+    LoadShedder,
+    ResourceMonitor,
+    samples_table,
+)
 from capture.signals import LIBC, SIGNALS, TRACECTX
+from capture.spans import AttributeLimits
 from runfmt import manifest as M
 from runfmt.errors import CaptureError, SloError
 from runfmt.runs import new_run_id, run_dir_for
@@ -163,6 +170,9 @@ class Recorder:
         self.monitor: ResourceMonitor | None = None
         self.shedder = LoadShedder(opts.config["safety"]["max_overhead_pct"])
         self.overheads: list[float] = []
+        self.kernel_overheads: list[float] = []  # the probes' share: BPF run time + the loop's drain
+        self.intake_overheads: list[float] = []  # span intake's share
+        self._span_writes = CpuMeter()  # span parts written: an intake cost, on whichever thread
         self.tracectx: LoadedSignal | None = None
         self.tracectx_error: str | None = None
         self.receiver: OtlpReceiver | None = None
@@ -261,13 +271,8 @@ class Recorder:
             "lost_rows": self.lost_rows,
             "low_space_since": M.iso(self.low_space_since_ns) if self.low_space_since_ns else None,
             "otlp": {**self._otlp_manifest(), "exposed": self.otlp_exposed},
-            "safety": {
-                "max_overhead_pct": o.config["safety"]["max_overhead_pct"],
-                "bpf_stats": bool(self.monitor and self.monitor.bpf_stats),
-                "overhead_pct_mean": round(float(np.mean(self.overheads)), 4) if self.overheads else None,
-                "overhead_pct_max": round(max(self.overheads), 4) if self.overheads else None,
-                "actions": self.shedder.actions,
-            },
+            "degraded": self.shedder.degraded,  # load was shed: safety.actions says what and when
+            "safety": self._safety_manifest(started_ns, ended_ns),
             "recorder": {
                 "cpu_s": round(cpu_s, 4),
                 "cpu_us_per_event": round(cpu_s * 1e6 / events, 3) if events else None,
@@ -330,17 +335,88 @@ class Recorder:
                 self.counts[name].hist_rows += len(keys)
 
     def _watch_overhead(self) -> None:
-        """One resource sample; a shedding step when the overhead stays too high."""
+        """One resource sample; a shedding step when the overhead stays too high.
+
+        Called on the loop's thread: its CPU time is the probes' drain. The probes are shed
+        only when their own cost (BPF run time + drain) is over the limit; otherwise span
+        intake is throttled (capture/safety.py)."""
         assert self.monitor is not None
         events = sum(c.read for c in self.counts.values())
-        sample = self.monitor.sample(events, self.shedder.level)
+        work = {n: c.read + c.hist_rows for n, c in self.counts.items()}
+        sample = self.monitor.sample(events, self.shedder.level, work=work, intake=self._intake_usage(),
+                                     intake_level=self.shedder.intake_level)
         self.overheads.append(sample.overhead_pct)
+        self.kernel_overheads.append(sample.kernel_overhead_pct)
+        self.intake_overheads.append(sample.intake_overhead_pct)
         self.writers["resources"].add(samples_table([sample]))
-        active = {n: p for n, p in self.loaded.items() if n not in self.switched_off}
-        action = self.shedder.observe(sample, active)
+        active = {n: p for n, p in self.loaded.items() if n not in self.shedder.detached}
+        throttle = self.receiver.throttle if self.receiver is not None else None
+        action = self.shedder.observe(sample, active, throttle)
         if action and action["step"] == "switch_off":
-            self.loaded[action["signal"]].obj.detach()  # its ring is still drained
             self.switched_off.add(action["signal"])
+            if action["how"] == "detached":
+                self.loaded[action["signal"]].obj.detach()  # its ring is still drained
+
+    def _intake_usage(self) -> IntakeUsage:
+        loop_cpu_s = self._span_writes.cpu_s()  # on this thread: the receiver's own are in its counters
+        if self.receiver is None:
+            return IntakeUsage(loop_cpu_s=loop_cpu_s)
+        c = self.receiver.counters
+        return IntakeUsage(cpu_s=c.intake_cpu_s, loop_cpu_s=loop_cpu_s, spans_refused=c.spans_refused,
+                           requests_refused=c.throttled)
+
+    def _safety_manifest(self, started_ns: int, ended_ns: int | None) -> dict:
+        """The manifest's `safety`: the overhead by cause, and what was shed and when."""
+        def mean(xs: list[float]) -> float | None:
+            return round(float(np.mean(xs)), 4) if xs else None
+
+        def peak(xs: list[float]) -> float | None:
+            return round(max(xs), 4) if xs else None
+
+        def since_start(ns: int) -> float:
+            return round((ns - started_ns) / 1e9, 3)
+
+        end_ns = ended_ns or time.time_ns()
+        switched_off = {}
+        for name, off in self.shedder.switched_off.items():
+            entry = {"switched_off_at_ns": off["ts_ns"], "t_s": since_start(off["ts_ns"]), "how": off["how"],
+                     "off_s": round((end_ns - off["ts_ns"]) / 1e9, 3)}
+            if "detached_ns" in off:  # from then on its hooks did not run: nothing left to count
+                entry.update(detached_at_ns=off["detached_ns"], detached_t_s=since_start(off["detached_ns"]),
+                             uncounted_s=round((end_ns - off["detached_ns"]) / 1e9, 3))
+            entry["events_after"] = ("not counted after detached_at_ns" if "detached_ns" in off
+                                     else "counted as sampled_out")
+            switched_off[name] = entry
+        throttle = self.receiver.throttle if self.receiver is not None else None
+        return {
+            "max_overhead_pct": self.opts.config["safety"]["max_overhead_pct"],
+            "bpf_stats": bool(self.monitor and self.monitor.bpf_stats),
+            "overhead_pct_mean": mean(self.overheads),
+            "overhead_pct_max": peak(self.overheads),
+            "kernel_overhead_pct_mean": mean(self.kernel_overheads),
+            "kernel_overhead_pct_max": peak(self.kernel_overheads),
+            "intake_overhead_pct_mean": mean(self.intake_overheads),
+            "intake_overhead_pct_max": peak(self.intake_overheads),
+            "cost_split": ("kernel: BPF run time + the main loop's CPU without span parts; intake: the OTLP "
+                           "handler threads' CPU per request + span parts written; the rest (gRPC and HTTP "
+                           "I/O threads) counts in the total only"),
+            "actions": [{**a, "t_s": since_start(a["ts_ns"])} for a in self.shedder.actions],
+            "actions_not_listed": self.shedder.actions_not_listed,
+            "switched_off": switched_off,
+            "intake": {"level": self.shedder.intake_level,
+                       "admitted": throttle.fraction(self.shedder.intake_level) if throttle else None,
+                       "throttled_s": round(self.shedder.intake_throttled_s, 3)},
+        }
+
+    def shedding(self) -> dict:
+        """What `slocap record` says at the end: whether load was shed, each step with its
+        time since the start, the signals switched off and the spans refused."""
+        started_ns = getattr(self, "_started_ns", None) or time.time_ns()
+        safety = self._safety_manifest(started_ns, time.time_ns())
+        otlp = self._otlp_manifest()
+        return {"degraded": self.shedder.degraded, "actions": safety["actions"],
+                "actions_not_listed": safety["actions_not_listed"], "switched_off": safety["switched_off"],
+                **{k: otlp.get(k, 0) for k in ("spans_refused", "requests_refused", "refused_requests_uncounted")}}
 
     def _start_otlp(self) -> None:
         """Spans beside the kernel events. A busy port is an error before anything is
@@ -353,7 +429,12 @@ class Recorder:
             with self._spans_lock:
                 self.writers["spans"].add(table)
 
-        receiver = OtlpReceiver(cfg["endpoint"], cfg["grpc_endpoint"], cfg["max_request_bytes"], on_spans)
+        def on_resources(table: pa.Table) -> None:
+            with self._spans_lock:
+                self.writers["span_resources"].add(table)
+
+        receiver = OtlpReceiver(cfg["endpoint"], cfg["grpc_endpoint"], cfg["max_request_bytes"], on_spans,
+                                on_resources=on_resources, limits=AttributeLimits.from_config(cfg))
         try:
             receiver.start()
         except SloError as exc:
@@ -373,7 +454,16 @@ class Recorder:
         if self.receiver is not None:
             c = self.receiver.counters
             out.update(requests_ok=c.requests_ok, rejected=dict(c.rejected), spans_received=c.spans_received,
-                       spans_written=self.writers["spans"].rows_written)
+                       spans_written=self.writers["spans"].rows_written,
+                       # cut by otlp.attribute_count_limit / attribute_value_length_limit
+                       attributes_dropped=c.attributes_dropped, values_truncated=c.values_truncated,
+                       # refused with backpressure while span intake was shed (safety.actions)
+                       requests_refused=c.throttled, spans_refused=c.spans_refused, bytes_refused=c.bytes_refused,
+                       refused_requests_uncounted=c.throttled_uncounted,
+                       refused_counting=("spans counted in refused protobuf requests (HTTP and gRPC); "
+                                         "refused OTLP/JSON requests counted as requests and bytes only, in "
+                                         "refused_requests_uncounted"),
+                       intake_cpu_s=round(c.intake_cpu_s, 4))
         return out
 
     def _flush(self) -> None:
@@ -381,7 +471,7 @@ class Recorder:
         if self.anchor is not None:
             self._convert()
         with self._spans_lock:  # the receiver's thread adds spans
-            self.writers.flush("spans")
+            self.writers.flush("spans", "span_resources")
         self.writers.flush("resources", "kernel_hist", "kernel_events")
         for name, n in self._buffered.items():
             self.counts[name].written += n
@@ -420,6 +510,10 @@ class Recorder:
         self.run_dir.mkdir(parents=True, exist_ok=False)
         self._lock_fd = M.hold_recording(self.run_dir)  # released by the kernel however we end
         self.writers = RunWriters(self.run_dir, max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
+        # span parts are written by the loop, or by a receiver thread when a part fills up
+        # (inside the request it times): timed, so the loop's share counts as intake
+        for table in ("spans", "span_resources"):
+            self.writers[table].flush = self._span_writes.wrap(self.writers[table].flush)
         self._hist_slice = -1
         self._cpu0 = time.process_time()
         self._started_ns = time.time_ns()

@@ -23,7 +23,7 @@ from runfmt.manifest import MANIFEST
 
 # table → the columns it is sorted by; sorted times delta-encode well
 TABLES = {"kernel_events": ("ts_ns",), "kernel_hist": ("ts_ns",), "spans": ("trace_id", "start_ns"),
-          "requests": ("scheduled_ns",), "resources": ("ts_ns",)}
+          "span_resources": ("resource_id",), "requests": ("scheduled_ns",), "resources": ("ts_ns",)}
 UNIQUE_IDS = {"span_id", "parent_span_id", "request_id"}  # a dictionary of them only repeats them
 
 

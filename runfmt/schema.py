@@ -1,12 +1,21 @@
 """Arrow schemas of the run directory's tables, and where each table lives in a run.
 
-The recorder writes kernel_events, kernel_hist, spans and resources; the lab
-writes requests and labels; the analyzer reads them all.
+The recorder writes kernel_events, kernel_hist, spans, span_resources and
+resources; the lab writes requests and labels; the analyzer reads them all.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+
+# field metadata of a column added to a table after runs were recorded without it:
+# a file that lacks it is still readable (the column reads as null)
+OPTIONAL = {"optional": "true"}
+
+
+def is_optional(f: pa.Field) -> bool:
+    return bool(f.metadata) and f.metadata.get(b"optional") == b"true"
+
 
 KERNEL_EVENTS = pa.schema([
     pa.field("ts_ns", pa.int64(), nullable=False),  # wall clock, ns since the epoch
@@ -120,6 +129,15 @@ SPANS = pa.schema([
     pa.field("http_request_method", pa.string()),
     pa.field("http_response_status_code", pa.int64()),
     pa.field("scope_name", pa.string()),
+    pa.field("attributes", pa.map_(pa.string(), pa.string())),  # span attributes without a column
+    pa.field("resource_id", pa.string(), metadata=OPTIONAL),  # its resource's row in SPAN_RESOURCES
+])
+
+# the other attributes of the spans' resources, once per resource and export request
+# (capture/spans.py); keys as `resource.<key>`, so map_concat(spans.attributes,
+# span_resources.attributes) holds every attribute a span came with
+SPAN_RESOURCES = pa.schema([
+    pa.field("resource_id", pa.string(), nullable=False),  # 16 random hex digits
     pa.field("attributes", pa.map_(pa.string(), pa.string())),
 ])
 
@@ -134,7 +152,16 @@ RESOURCES = pa.schema([
     pa.field("rss_bytes", pa.int64()),
     pa.field("events", pa.int64()),
     pa.field("overhead_pct", pa.float64()),  # of the whole machine
-    pa.field("shed_level", pa.int32()),
+    pa.field("shed_level", pa.int32()),  # probe shedding steps taken
+    # added later, so older runs lack them (OPTIONAL): the overhead split by cause
+    # (capture/safety.py) and what span intake refused with backpressure
+    pa.field("intake_cpu_s", pa.float64(), metadata=OPTIONAL),  # receiver request handling + span parts
+    pa.field("kernel_cpu_s", pa.float64(), metadata=OPTIONAL),  # main loop: drain, convert, kernel tables
+    pa.field("intake_overhead_pct", pa.float64(), metadata=OPTIONAL),
+    pa.field("kernel_overhead_pct", pa.float64(), metadata=OPTIONAL),  # with BPF run time
+    pa.field("spans_refused", pa.int64(), metadata=OPTIONAL),  # in protobuf requests; JSON ones uncounted
+    pa.field("requests_refused", pa.int64(), metadata=OPTIONAL),
+    pa.field("intake_level", pa.int32(), metadata=OPTIONAL),  # admitting 1 export request in 2**level
 ])
 
 # table (and the analyzer's view) -> (schema, the files of one run directory that hold it)
@@ -142,6 +169,7 @@ TABLES = {
     "kernel_events": (KERNEL_EVENTS, "kernel_events/part-*.parquet"),
     "kernel_hist": (KERNEL_HIST, "kernel_hist/part-*.parquet"),
     "spans": (SPANS, "spans/part-*.parquet"),
+    "span_resources": (SPAN_RESOURCES, "span_resources/part-*.parquet"),
     "requests": (REQUESTS, "requests/part-*.parquet"),
     "resources": (RESOURCES, "resources/part-*.parquet"),
     "labels": (LABELS, "labels.parquet"),

@@ -60,7 +60,8 @@ class PartWriter:
         self._opened_at = time.monotonic()
         if not self._buffered_rows:
             return
-        table = pa.concat_tables(self._buffer).cast(self.schema)
+        table = pa.concat_tables(self._buffer)
+        table = table.cast(_encoded(self.schema, table.schema)).unify_dictionaries()
         name = f"part-{len(self.parts):05d}.parquet"
         self.bytes_written += write_table_atomic(table, self.directory / name)
         self.parts.append(name)
@@ -69,8 +70,21 @@ class PartWriter:
         self._buffered_rows = 0
 
 
+def _encoded(schema: pa.Schema, have: pa.Schema) -> pa.Schema:
+    """`schema`, but a column that arrives dictionary-encoded stays so (the spans'
+    per-resource texts, capture/spans.py): decoding would copy its value into every row.
+    The part's chunks then share one dictionary, or Parquet would decode them itself."""
+    fields = []
+    for f in schema:
+        t = have.field(f.name).type if f.name in have.names else None
+        if t is not None and pa.types.is_dictionary(t) and t.value_type == f.type:
+            f = f.with_type(t)
+        fields.append(f)
+    return pa.schema(fields, metadata=schema.metadata)
+
+
 # the tables the recorder writes, each a folder of parts
-RECORDED_TABLES = ("kernel_events", "kernel_hist", "resources", "spans")
+RECORDED_TABLES = ("kernel_events", "kernel_hist", "resources", "spans", "span_resources")
 
 
 class RunWriters:

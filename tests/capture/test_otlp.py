@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import grpc
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
@@ -48,9 +49,18 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from capture.otlp import OtlpReceiver, parse_endpoint
-from capture.spans import flatten
+from capture.spans import (
+    DEFAULT_LIMITS,
+    SPANS_ENCODED,
+    AttributeLimits,
+    flatten,
+    render,
+)
+from runfmt.config import load_config
 from runfmt.errors import CaptureError, ConfigError, DataError
-from runfmt.schema import SPANS
+from runfmt.schema import SPAN_RESOURCES, SPANS
+from runfmt.writer import RunWriters
+from tests.support.runs import write_run
 
 N_SPANS = 10_000
 SMALL_CAP = 64 * 1024
@@ -69,10 +79,11 @@ RESOURCE = {
 
 
 class Sink:
-    """on_spans for the tests: keeps every table."""
+    """on_spans (and `resources`, on_resources) for the tests: keeps every table."""
 
     def __init__(self, fail_first: bool = False) -> None:
         self.tables: list[pa.Table] = []
+        self.resource_tables: list[pa.Table] = []
         self.fail_first = fail_first
 
     def __call__(self, table: pa.Table) -> None:
@@ -81,13 +92,20 @@ class Sink:
             raise OSError("disk full")
         self.tables.append(table)
 
+    def resources(self, table: pa.Table) -> None:
+        self.resource_tables.append(table)
+
     def table(self) -> pa.Table:
-        return pa.concat_tables(self.tables) if self.tables else SPANS.empty_table()
+        return pa.concat_tables(self.tables) if self.tables else SPANS_ENCODED.empty_table()
+
+    def resource_table(self) -> pa.Table:
+        return pa.concat_tables(self.resource_tables) if self.resource_tables else SPAN_RESOURCES.empty_table()
 
 
 @contextmanager
-def running(sink: Sink, cap: int = 4 * 1024 * 1024) -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver("127.0.0.1:0", "127.0.0.1:0", cap, sink)
+def running(sink: Sink, cap: int = 4 * 1024 * 1024, limits: AttributeLimits = DEFAULT_LIMITS
+            ) -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver("127.0.0.1:0", "127.0.0.1:0", cap, sink, on_resources=sink.resources, limits=limits)
     receiver.start()
     try:
         yield receiver
@@ -186,7 +204,8 @@ def test_sdk_exporter_spans_arrive_as_typed_rows(transport: str) -> None:
         counters = receiver.counters
 
     table = sink.table()
-    assert table.schema == SPANS
+    assert table.schema == SPANS_ENCODED
+    assert table.cast(SPANS).schema == SPANS
     assert table.num_rows == N_SPANS
     assert counters.spans_received == N_SPANS
     assert counters.requests_ok == len(sink.tables)
@@ -195,6 +214,15 @@ def test_sdk_exporter_spans_arrive_as_typed_rows(transport: str) -> None:
     assert pc.count_distinct(table["trace_id"]).as_py() == N_SPANS // 2
     assert pc.all(pc.match_substring_regex(table["trace_id"], "^[0-9a-f]{32}$")).as_py()
     assert pc.all(pc.match_substring_regex(table["span_id"], "^[0-9a-f]{16}$")).as_py()
+
+    # the resource's other attributes: once per export request, not per span
+    resources = {r["resource_id"]: dict(r["attributes"]) for r in sink.resource_table().to_pylist()}
+    assert len(resources) == len(sink.tables)
+    assert set(table["resource_id"].to_pylist()) == set(resources)
+    for attributes in resources.values():
+        assert attributes["resource.deployment.environment.name"] == "lab"
+        assert attributes["resource.telemetry.sdk.language"] == "python"
+        assert "resource.service.name" not in attributes  # it is a column
 
     rows = table.to_pylist()
     server = {r["trace_id"]: r for r in rows if r["kind"] == "server"}
@@ -209,15 +237,13 @@ def test_sdk_exporter_spans_arrive_as_typed_rows(transport: str) -> None:
         assert (r["k8s_pod_name"], r["k8s_namespace_name"], r["k8s_container_name"]) == ("rag-api-7d9f", "llm", "api")
         assert (r["k8s_node_name"], r["k8s_pod_uid"]) == ("node-a", RESOURCE["k8s.pod.uid"])
         assert r["scope_name"] == "llm-client"
-        attributes = dict(r["attributes"])
-        assert attributes["resource.deployment.environment.name"] == "lab"
-        assert "resource.service.name" not in attributes  # it is a column
+        assert not [k for k in dict(r["attributes"]) if k.startswith("resource.")]
 
     for r in client:
         attributes = dict(r["attributes"])
         seq = int(attributes.pop("app.request.seq"))
         assert attributes.pop("app.shards") == "[1,2,3]"
-        assert not [k for k in attributes if not k.startswith("resource.")]  # the rest are columns
+        assert attributes == {}  # the rest are columns
         assert r["gen_ai_usage_input_tokens"] == seq and r["gen_ai_usage_output_tokens"] == 2 * seq
         assert (r["gen_ai_provider_name"], r["gen_ai_operation_name"]) == ("openai", "chat")
         assert (r["gen_ai_request_model"], r["gen_ai_response_model"]) == ("m-small", "m-small-2025")
@@ -427,7 +453,7 @@ def test_flatten_types_fallbacks_and_attribute_rendering() -> None:
     span = req.resource_spans[0].scope_spans[0].spans[0]
     span.parent_span_id = bytes(range(8))
     span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message="boom"))
-    row = flatten(req).to_pylist()[0]
+    row = flatten(req).spans.to_pylist()[0]
 
     assert row["parent_span_id"] == "0001020304050607"
     assert (row["status_code"], row["status_message"], row["kind"]) == ("error", "boom", "client")
@@ -455,4 +481,136 @@ def test_flatten_rejects_ids_of_the_wrong_size() -> None:
     req.resource_spans[0].scope_spans[0].spans[1].span_id = b"\x01\x02"
     with pytest.raises(DataError, match="OTLP span 1: span_id has 2 bytes, expected 8"):
         flatten(req)
-    assert flatten(ExportTraceServiceRequest()).num_rows == 0
+    empty = flatten(ExportTraceServiceRequest())
+    assert (empty.num_spans, empty.resources.num_rows) == (0, 0)
+    assert empty.spans.schema == SPANS_ENCODED
+
+
+# --- resources once per resource, attribute limits --------------------------------------------
+
+
+def _scope(name: str, first_span: int, n: int) -> ScopeSpans:
+    spans = [Span(trace_id=bytes(range(16)), span_id=(first_span + i).to_bytes(8, "big"), name=f"s{first_span + i}")
+             for i in range(n)]
+    return ScopeSpans(scope=InstrumentationScope(name=name), spans=spans)
+
+
+def test_resource_attributes_are_stored_once_per_resource() -> None:
+    pod = "p" * 300
+    req = ExportTraceServiceRequest(resource_spans=[
+        ResourceSpans(resource=ResourceProto(attributes=[
+            kv("service.name", string_value="a"), kv("k8s.pod.name", string_value=pod), kv("env", string_value="x"),
+            kv("process.pid", string_value="not a pid"),  # cannot type: kept as sent
+        ]), scope_spans=[_scope("lib-1", 1, 3), _scope("lib-2", 4, 2)]),
+        ResourceSpans(resource=ResourceProto(attributes=[kv("service.name", string_value="b")]),
+                      scope_spans=[_scope("lib-1", 6, 2)]),
+        ResourceSpans(resource=ResourceProto(attributes=[kv("env", string_value="spanless")])),  # no row
+    ])
+    flat = flatten(req)
+
+    resources = {r["resource_id"]: dict(r["attributes"]) for r in flat.resources.to_pylist()}
+    assert flat.resources.schema == SPAN_RESOURCES
+    assert sorted(resources.values(), key=len) == [{}, {"resource.env": "x", "resource.process.pid": "not a pid"}]
+    assert all(len(rid) == 16 for rid in resources)
+    rows = flat.spans.to_pylist()
+    assert [(r["name"], r["service_name"], r["scope_name"]) for r in rows] == [
+        ("s1", "a", "lib-1"), ("s2", "a", "lib-1"), ("s3", "a", "lib-1"), ("s4", "a", "lib-2"), ("s5", "a", "lib-2"),
+        ("s6", "b", "lib-1"), ("s7", "b", "lib-1")]
+    assert [r["k8s_pod_name"] for r in rows] == [pod] * 5 + [None] * 2
+    assert [resources[r["resource_id"]].get("resource.env") for r in rows] == ["x"] * 5 + [None] * 2
+    assert all(r["attributes"] == [] for r in rows)
+    # a resource's texts are held once, whatever the number of its spans
+    for column in ("service_name", "k8s_pod_name", "resource_id", "scope_name"):
+        assert pa.types.is_dictionary(flat.spans.schema.field(column).type)
+    assert flat.spans["k8s_pod_name"].chunk(0).dictionary.to_pylist() == [pod]
+    assert flat.spans.cast(SPANS).to_pylist() == rows
+
+
+def test_attribute_limits_cut_what_is_past_them_and_count_it() -> None:
+    limits = AttributeLimits(count=4, value_length=10)
+    span_attributes = [
+        kv("server.port", int_value=443),  # a column: counts toward the limit too
+        kv("long", string_value="x" * 50),
+        kv("blob", bytes_value=b"\xff" * 50),
+        kv("nested", array_value=ArrayValue(values=[AnyValue(kvlist_value=KeyValueList(values=[
+            kv("k", string_value="y" * 50)]))])),
+        kv("gen_ai.request.model", string_value="past the limit"),
+        kv("dropped", bool_value=True),
+    ]
+    req = request(n=2, attributes=span_attributes)  # its resource: service.name "svc"
+    req.resource_spans[0].resource.attributes.extend(
+        [kv("service.name", string_value="s" * 12)] + [kv(f"r{i}", int_value=i) for i in range(5)])
+    flat = flatten(req, limits)
+
+    for row in flat.spans.to_pylist():
+        assert row["server_port"] == 443 and row["gen_ai_request_model"] is None
+        assert dict(row["attributes"]) == {"long": "x" * 10, "blob": "//////////", "nested": '[{"k":"yyy'}
+        assert row["service_name"] == "s" * 10  # the later one, cut
+    (resource,) = flat.resources.to_pylist()
+    assert dict(resource["attributes"]) == {"resource.r0": "0", "resource.r1": "1"}
+    # each span: 2 attributes dropped, 3 values cut; the resource: 3 dropped, 1 cut
+    assert (flat.attributes_dropped, flat.values_truncated) == (2 * 2 + 3, 2 * 3 + 1)
+
+
+def test_render_stays_within_its_limit() -> None:
+    wide = AnyValue(array_value=ArrayValue(values=[AnyValue()] * 100_000))
+    deep = AnyValue(string_value="leaf")
+    for i in range(20):  # 60 message levels: the parser takes 100
+        deep = AnyValue(kvlist_value=KeyValueList(values=[kv(f"k{i}", array_value=ArrayValue(values=[deep]))]))
+    for value in (wide, deep, AnyValue(string_value="é" * 100), AnyValue(bytes_value=bytes(100))):
+        whole = render(value)
+        for limit in (1, 7, 64, 4096):
+            cut = render(value, limit)
+            assert cut == whole[:limit + 1]
+    assert render(wide).startswith("[null,null,")
+    parsed = json.loads(render(deep))
+    for i in reversed(range(20)):
+        parsed = parsed[f"k{i}"][0]
+    assert parsed == "leaf"
+
+
+def test_receiver_applies_the_configured_limits_and_counts_the_cuts() -> None:
+    cfg = load_config()["otlp"]
+    limits = AttributeLimits.from_config(cfg)
+    assert limits == AttributeLimits(count=128, value_length=4096)  # the defaults, as documented
+    sink = Sink()
+    req = request(n=3, attributes=[kv(f"a{i}", string_value="v" * 5000) for i in range(130)])
+    with running(sink, limits=limits) as receiver:
+        assert post(receiver.http_port, req.SerializeToString()) == (200, b"")
+        counters = receiver.counters
+    assert (counters.attributes_dropped, counters.values_truncated) == (3 * 2, 3 * 128)
+    table = sink.table()
+    assert {len(a) for a in table["attributes"].to_pylist()} == {128}
+    assert {len(v) for a in table["attributes"].to_pylist() for _, v in a} == {4096}
+    assert sink.resource_table().num_rows == 1
+
+
+def test_span_parts_keep_resources_encoded_and_open_as_views(tmp_path) -> None:
+    from analyze.session import open_runs
+
+    run_dir = tmp_path / "tag=main" / "scenario=otlp" / "run=new"
+    writers = RunWriters(run_dir, max_rows=1_000, max_seconds=60)
+    long_name = "n" * 4000
+    for i in range(3):  # three requests: dictionaries differ between the chunks of a part
+        req = request(n=200)
+        req.resource_spans[0].resource.attributes.extend([kv("host.name", string_value=f"{long_name}{i}"),
+                                                          kv("env", string_value=f"e{i}")])
+        flat = flatten(req)
+        writers["spans"].add(flat.spans)
+        writers["span_resources"].add(flat.resources)
+    writers.flush()
+    write_run(tmp_path, "new", scenario="otlp")  # the manifest
+    part = run_dir / "spans" / "part-00000.parquet"
+    assert pa.types.is_dictionary(pq.read_schema(part).field("host_name").type)
+    assert part.stat().st_size < 100_000  # each long name once, not once per span
+    write_run(tmp_path, "old", scenario="otlp", spans=[{"trace_id": "a" * 32, "span_id": "b" * 16}],
+              parts=1)
+    old_part = tmp_path / "tag=main" / "scenario=otlp" / "run=old" / "spans" / "part-00000.parquet"
+    pq.write_table(pq.read_table(old_part).drop_columns(["resource_id"]), old_part)  # recorded before it
+
+    runs = open_runs([tmp_path])
+    rows = runs.con.sql(
+        "SELECT s.run, count(*), count(DISTINCT s.host_name), count(r.resource_id), any_value(r.attributes['resource.env']) "
+        "FROM spans s LEFT JOIN span_resources r USING (run, resource_id) GROUP BY s.run ORDER BY s.run").fetchall()
+    assert rows[0][:4] == ("new", 600, 3, 600)
+    assert rows[1] == ("old", 1, 0, 0, None)
