@@ -200,12 +200,18 @@ def load_runs(paths, *, skip_bad: bool = False) -> tuple[list[RunRecord], list[s
 
     Returns the records and notes (e.g. damaged files skipped with skip_bad)."""
     runs = _open(paths, skip_bad)
-    notes = [f"skipped: {s}" for s in runs.skipped]
     try:
-        records = _index(runs.con)
-        _fill_metrics(runs.con, records, notes)
+        records, notes = runs.use(_records)
     finally:
         runs.con.close()
+    return records, [f"skipped: {s}" for s in runs.skipped] + notes
+
+
+def _records(con) -> tuple[list[RunRecord], list[str]]:
+    """Each run's record with its request and overhead metrics, and notes on what is missing."""
+    notes: list[str] = []
+    records = _index(con)
+    _fill_metrics(con, records, notes)
     return records, notes
 
 

@@ -9,11 +9,10 @@ import numpy as np
 
 from analyze.compare import (
     RunRecord,
-    _fill_metrics,
     _has_hive_columns,
-    _index,
     _open,
     _per_run,
+    _records,
 )
 from analyze.stats import coefficient_of_variation
 from runfmt.errors import DataError
@@ -71,17 +70,19 @@ class ReproReport:
                 "flagged": len(self.flagged)}
 
 
+def _fault_phase(con) -> dict:
+    """Request metrics of each run's fault phase (none without requests in the hive layout)."""
+    return _per_run(con, "compare_run_requests", {"phase": "fault"}) if _has_hive_columns(con, "requests") else {}
+
+
 def reproducibility(paths, *, skip_bad: bool = False) -> ReproReport:
     """CV of key metrics across reruns of the same tag, scenario, seed and profile."""
     runs = _open(paths, skip_bad)
-    notes = [f"skipped: {s}" for s in runs.skipped]
     try:
-        records = _index(runs.con)
-        _fill_metrics(runs.con, records, notes)
-        fault = (_per_run(runs.con, "compare_run_requests", {"phase": "fault"})
-                 if _has_hive_columns(runs.con, "requests") else {})
+        (records, metric_notes), fault = runs.use(lambda con: (_records(con), _fault_phase(con)))
     finally:
         runs.con.close()
+    notes = [f"skipped: {s}" for s in runs.skipped] + metric_notes
     for r in records:
         r.values["fault_ttft_p95_ms"] = fault.get((r.tag, r.scenario, r.run), {}).get("ttft_p95_ms")
     incomplete = [r for r in records if not r.complete]

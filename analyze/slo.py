@@ -262,10 +262,12 @@ class RunInfo:
     signals: dict[str, bool]  # signal -> attached
     phases: dict[str, float]  # name -> seconds, in order
     complete: bool | None
+    state: str = "finished"  # or recording, or cut (runfmt.manifest.run_state)
+    degraded: bool = False  # the recorder shed load (manifest safety.actions)
 
     @classmethod
     def read(cls, run_dir: Path) -> RunInfo:
-        from runfmt.manifest import read_manifest
+        from runfmt.manifest import read_manifest, run_state
 
         run_dir = Path(run_dir)
         m = read_manifest(run_dir)  # DataError naming the file (and field) when damaged
@@ -276,7 +278,8 @@ class RunInfo:
                    str(m.get("tag") or ""), str(m.get("scenario") or ""),
                    str(m.get("node") or (m.get("host") or {}).get("hostname") or "unknown"),
                    m.get("profile"), cap.get("mode"), signals,
-                   {str(k): float(v) for k, v in phases.items()}, m.get("complete"))
+                   {str(k): float(v) for k, v in phases.items()}, m.get("complete"),
+                   run_state(run_dir, m), bool(m.get("degraded")))
 
     @property
     def run_s(self) -> float | None:
@@ -286,7 +289,7 @@ class RunInfo:
         return {"run_dir": str(self.run_dir), "run_id": self.run_id, "tag": self.tag,
                 "scenario": self.scenario, "node": self.node, "profile": self.profile,
                 "mode": self.mode, "signals": dict(self.signals), "phases": dict(self.phases),
-                "complete": self.complete}
+                "complete": self.complete, "state": self.state, "degraded": self.degraded}
 
 
 @dataclass(frozen=True)
@@ -430,7 +433,7 @@ def evaluate_run(run_dir: Path, config: Mapping, budget: float | None = None) ->
     info = RunInfo.read(run_dir)
     runs = open_runs([Path(run_dir)])
     try:
-        return evaluate_con(runs.con, info, config, budget)
+        return runs.use(lambda con: evaluate_con(con, info, config, budget))
     finally:
         runs.con.close()
 

@@ -132,9 +132,8 @@ def collect_run(run_dir: Path, config: Mapping, *, budget: float | None = None, 
     from runfmt import queries
 
     info = RunInfo.read(run_dir)
-    runs = open_runs([Path(run_dir)])
-    con = runs.con
-    try:
+
+    def gather(con) -> RunEvidence:
         slo = evaluate_con(con, info, config, budget)
         correlate.prepare(con, window_ms or int(config.get("correlation", {}).get("window_ms",
                                                                                     correlate.DEFAULT_WINDOW_MS)))
@@ -161,5 +160,9 @@ def collect_run(run_dir: Path, config: Mapping, *, budget: float | None = None, 
         if also is not None:
             ev.extra = also(con, ev)
         return ev
+
+    runs = open_runs([Path(run_dir)])
+    try:
+        return runs.use(gather)  # a damaged data page: named, not a DuckDB error
     finally:
-        con.close()
+        runs.con.close()

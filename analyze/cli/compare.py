@@ -19,8 +19,8 @@ from pathlib import Path
 import click
 
 from analyze.cli.options import (
-    command, config_option, console, emit_json, json_option, load_config, profile_option, resamples_option,
-    runs_option, scenario_option, seed_option, skip_bad_option, write_text,
+    Output, command, config_option, emit_result, format_option, format_option_with, json_option, load_config,
+    profile_option, resamples_option, runs_option, scenario_option, seed_option, skip_bad_option, write_text,
 )
 from runfmt.console import print_error
 from runfmt.errors import ExitCode, SloError
@@ -39,54 +39,63 @@ def cannot_judge_on_error(fn):
 
 
 def comparison_tables(cmp):
-    """The metric table and the run-count table of a comparison, as rich Tables."""
-    from rich.table import Table
+    """The metric table and the run-count table of a comparison, as Grids (analyze/formatting.py)."""
+    from analyze.formatting import Grid, diff_cells, value_cell
 
-    from analyze.formatting import diff_cells, value_cell
-
-    t = Table(title=f"{' vs '.join(cmp.tags)} · profile {cmp.profile} · median over runs",
-              title_justify="left")
-    t.add_column("metric")
-    for tag in cmp.tags:
-        t.add_column(f"{tag}{' (ref)' if tag == cmp.reference else ''}", justify="right")
     several = len(cmp.tags) > 2
+    columns = ["metric"] + [f"{tag}{' (ref)' if tag == cmp.reference else ''}" for tag in cmp.tags]
+    left = {"metric"}
     for tag in cmp.tags[1:]:
         suffix = f" {tag}" if several else ""
-        t.add_column(f"Δ{suffix}", justify="right")
-        t.add_column(f"CI95 Δ{suffix}", justify="right")
-        t.add_column(f"p MWU{suffix}", justify="right")
-        t.add_column(f"Cliff's δ{suffix}", justify="left")
+        columns += [f"Δ{suffix}", f"CI95 Δ{suffix}", f"p MWU{suffix}", f"Cliff's δ{suffix}"]
+        left.add(f"Cliff's δ{suffix}")
+    t = Grid(f"{' vs '.join(cmp.tags)} · profile {cmp.profile} · median over runs", columns,
+             right=set(columns) - left)
     for mc in cmp.metrics:
         row = [mc.metric.label] + [value_cell(mc, tag, cmp.runs_of(tag).runs) for tag in cmp.tags]
         for tag in cmp.tags[1:]:
             row += diff_cells(mc, tag)
         t.add_row(*row)
-    b = Table(title="runs per scenario (class balance)", title_justify="left")
-    b.add_column("scenario")
-    for tr in cmp.tag_runs:
-        b.add_column(tr.tag, justify="right")
+    tags = [tr.tag for tr in cmp.tag_runs]
+    b = Grid("runs per scenario (class balance)", ["scenario", *tags], right=set(tags) - {"scenario"})
     for s in sorted({s for tr in cmp.tag_runs for s in tr.scenarios}):
-        b.add_row(s, *(str(tr.scenarios.get(s, 0)) for tr in cmp.tag_runs))
-    b.add_section()
-    b.add_row(f"all runs ({cmp.profile})", *(str(tr.runs) for tr in cmp.tag_runs))
+        b.add_row(s, *(tr.scenarios.get(s, 0) for tr in cmp.tag_runs))
+    if b.rows:
+        b.sections.add(len(b.rows) - 1)
+    b.add_row(f"all runs ({cmp.profile})", *(tr.runs for tr in cmp.tag_runs))
     return t, b
 
 
-def _print_comparison(c, cmp) -> None:
+def _show_comparison(out, cmp) -> None:
     t, b = comparison_tables(cmp)
-    c.print(cmp.rule, soft_wrap=True, markup=False)
+    out.line(cmp.rule)
     if cmp.exploratory:
         runs = ", ".join(f"{tr.tag} {tr.runs}" for tr in cmp.tag_runs)
-        c.print(f"[bold yellow]EXPLORATORY[/]: fewer than {cmp.min_runs} runs per tag and profile ({runs}); "
-                "no distribution claim, never a release gate.", soft_wrap=True)
-    c.print(t)
-    c.print(b)
-    c.print(f"CI95: bootstrap over runs ({cmp.resamples:,} resamples, seed {cmp.seed}, within scenario); "
-            f"p: Mann-Whitney U, two-sided; Cliff's δ: negligible < 0.147 ≤ small < 0.33 ≤ medium < 0.474 ≤ large.",
-            soft_wrap=True, markup=False)
-    c.print(f"attribution: {cmp.attribution}", soft_wrap=True, markup=False)
+        out.line(f"[bold yellow]EXPLORATORY[/]: fewer than {cmp.min_runs} runs per tag and profile ({runs}); "
+                 "no distribution claim, never a release gate.", markup=True)
+    out.table(t)
+    out.table(b)
+    out.line(f"CI95: bootstrap over runs ({cmp.resamples:,} resamples, seed {cmp.seed}, within scenario); "
+             f"p: Mann-Whitney U, two-sided; Cliff's δ: negligible < 0.147 ≤ small < 0.33 ≤ medium < 0.474 ≤ large.")
+    out.line(f"attribution: {cmp.attribution}")
     for n in cmp.notes:
-        c.print(f"note: {n}", soft_wrap=True, markup=False)
+        out.line(f"note: {n}")
+
+
+_STATUS_STYLE = {"pass": "green", "fail": "bold red", "cannot_judge": "yellow"}
+
+
+def _show_gate(out, result) -> None:
+    """The gate's verdict, its checks and the comparison, for --format table and csv."""
+    from analyze.formatting import Grid, Styled
+
+    out.line(f"release gate: {result.candidate} against {result.base}: {result.verdict.replace('_', ' ').upper()}")
+    out.line(f"{result.reason}. Exit code {result.exit_code}.")
+    checks = Grid("checks", ["check", "result", "measured", "threshold", "note"])
+    for c in result.checks:
+        checks.add_row(c.name, Styled(c.status, _STATUS_STYLE.get(c.status, "")), c.measured, c.threshold, c.detail)
+    out.table(checks)
+    _show_comparison(out, result.comparison)
 
 
 @command()
@@ -100,9 +109,11 @@ def _print_comparison(c, cmp) -> None:
 @seed_option
 @resamples_option
 @json_option
+@format_option
 @skip_bad_option
 @cannot_judge_on_error
-def compare(tags, runs_paths, profile, scenarios, repo, config_path, seed, resamples, json_out, skip_bad):
+def compare(tags, runs_paths, profile, scenarios, repo, config_path, seed, resamples, json_out, out_format,
+            skip_bad):
     """Compare releases over their runs: per metric the median per tag, the difference
     with CI95, a Mann-Whitney U p-value and Cliff's delta; run counts and class balance.
 
@@ -121,9 +132,10 @@ def compare(tags, runs_paths, profile, scenarios, repo, config_path, seed, resam
     cmp = compare_tags(list(runs_paths), list(tags) or None, profile=profile, scenarios=tuple(scenarios),
                        repo=repo, config=load_config(config_path), seed=seed, resamples=resamples,
                        skip_bad=skip_bad)
-    if emit_json(cmp.to_dict(), json_out):
+    if emit_result(cmp.to_dict(), json_out, out_format):
         return
-    _print_comparison(console(), cmp)
+    with Output(out_format) as out:
+        _show_comparison(out, cmp)
 
 
 @command()
@@ -136,14 +148,16 @@ def compare(tags, runs_paths, profile, scenarios, repo, config_path, seed, resam
 @click.option("--allow-exploratory", is_flag=True,
               help="Judge a comparison with fewer than 10 runs per tag anyway (not for releases).")
 @click.option("--summary", "summary_path", default="-", show_default=True, metavar="FILE",
-              help="Markdown summary ('-': stdout, for CI logs).")
+              help="Markdown summary ('-': stdout, for CI logs); to a FILE, stdout gets one line "
+                   "unless --format is given.")
 @json_option
+@format_option_with(default="markdown")
 @seed_option
 @resamples_option
 @skip_bad_option
 @cannot_judge_on_error
 def gate(runs_paths, base, candidate, profile, scenarios, config_path, allow_exploratory, summary_path,
-         json_out, seed, resamples, skip_bad):
+         json_out, out_format, seed, resamples, skip_bad):
     """CI regression gate: judge CANDIDATE against BASE over their runs.
 
     \b
@@ -160,10 +174,18 @@ def gate(runs_paths, base, candidate, profile, scenarios, config_path, allow_exp
     result = run_gate(list(runs_paths), base=base, candidate=candidate, config=load_config(config_path),
                       profile=profile, scenarios=tuple(scenarios), allow_exploratory=allow_exploratory,
                       seed=seed, resamples=resamples, skip_bad=skip_bad)
-    if not emit_json(result.to_dict(), json_out) and summary_path == "-":
-        click.echo(result.to_markdown())
-    elif summary_path != "-":
+    from click.core import ParameterSource
+
+    if summary_path != "-":
         write_text(Path(summary_path), result.to_markdown() + "\n")
-    if summary_path not in (None, "-"):
+    format_given = click.get_current_context().get_parameter_source("out_format") is not ParameterSource.DEFAULT
+    if emit_result(result.to_dict(), json_out, out_format):
+        pass
+    elif summary_path != "-" and not format_given:
         click.echo(f"gate: {result.verdict} ({result.reason}); exit {result.exit_code}; summary {summary_path}")
+    elif out_format == "markdown":
+        click.echo(result.to_markdown())
+    else:
+        with Output(out_format) as out:
+            _show_gate(out, result)
     sys.exit(result.exit_code)

@@ -28,6 +28,29 @@ class SloanCommand(click.Command):
                                    f"sloan {self.name} {runs}", ctx)
         return rest
 
+    def invoke(self, ctx: click.Context):
+        # before the command: a cut or degraded run explains odd numbers, and an error too
+        if ctx.params.get("runs_paths"):
+            from analyze.session import warnings_below
+
+            print_notes("warning", warnings_below(list(ctx.params["runs_paths"])))
+        return super().invoke(ctx)
+
+
+def print_notes(kind: str, notes) -> None:
+    """One line on stderr per note, `kind:` first (warning, skipped); paths are data, never markup."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    err = Console(stderr=True, highlight=False)
+    for note in notes:
+        err.print(f"[yellow]{kind}:[/] {escape(note)}", soft_wrap=True)
+
+
+def print_skipped(skipped) -> None:
+    """The files --skip-bad left out, one line each on stderr."""
+    print_notes("skipped", skipped)
+
 
 def command(name: str | None = None, **kwargs):
     """@click.command for sloan: SloanCommand, -h as --help."""
@@ -105,6 +128,102 @@ def console():
 
     c = Console(highlight=False)
     return c if c.is_terminal else Console(highlight=False, width=200)
+
+
+# --- --format: every table-printing command shows its tables through Output ------------------
+
+def format_option_with(default: str = "table", extra: tuple[str, ...] = ()):
+    """--format with another default, or more choices (sloan sql adds parquet)."""
+    from analyze.formatting import FORMATS
+
+    return click.option(
+        "--format", "out_format", type=click.Choice(FORMATS + extra), default=default, show_default=True,
+        help="table: rich tables on a terminal, plain aligned columns in pipes and CI logs (never cut); "
+             "markdown; csv (the tables only, notes to stderr); json (the --json document).")
+
+
+format_option = format_option_with()
+
+
+def emit_result(doc, json_out: str | None, out_format: str) -> bool:
+    """--json [FILE] and --format json: the document where they say; True when it went to stdout,
+    which then holds nothing else."""
+    to_file = json_out not in (None, "-")
+    if to_file:
+        emit_json(doc, json_out)
+    if json_out == "-" or out_format == "json":
+        return emit_json(doc, "-")
+    return False
+
+
+class Output:
+    """A command's tables (analyze.formatting.Grid) and lines of text, shown on leaving the `with`
+    block as --format says. table: rich tables on a terminal, folding long cells; elsewhere plain
+    aligned columns, whole. markdown: a document. csv: the tables only (with more than one, each
+    after a '# title' line, a blank line between); the lines go to stderr."""
+
+    def __init__(self, out_format: str = "table"):
+        self.format = out_format
+        self.items: list = []
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.show()
+
+    def line(self, text: str, markup: bool = False) -> None:
+        self.items.append((text, markup))
+
+    def table(self, grid) -> None:
+        self.items.append(grid)
+
+    def show(self) -> None:
+        from rich.text import Text
+
+        from analyze.formatting import Grid, cell_text, render
+
+        def plain(item) -> str:
+            return Text.from_markup(item[0]).plain if item[1] else item[0]
+
+        items, self.items = self.items, []
+        if self.format == "csv":
+            grids = [i for i in items if isinstance(i, Grid)]
+            for item in items:
+                if not isinstance(item, Grid):
+                    click.echo(plain(item), err=True)
+            blocks = [(f"# {g.title or ''}\n" if len(grids) > 1 else "") + render(g, "csv") for g in grids]
+            click.echo("\n".join(blocks), nl=False)
+            return
+        if self.format == "markdown":
+            click.echo("\n".join(render(i, "markdown") if isinstance(i, Grid) else plain(i) + "\n" for i in items),
+                       nl=False)
+            return
+        from runfmt.console import rich_table
+
+        c = console()
+        terminal = _isatty(c.file)
+        before = None
+        for item in items:
+            if before is not None and (isinstance(item, Grid) or isinstance(before, Grid)):
+                click.echo()
+            if not isinstance(item, Grid):
+                c.print(item[0], markup=item[1], soft_wrap=True)
+            elif terminal:
+                rows = [[cell if isinstance(cell, str) else cell_text(cell) for cell in row] for row in item.rows]
+                c.print(rich_table(item.title, item.columns, rows, item.right, item.sections, c.width))
+            else:
+                click.echo(render(item, "table"), nl=False)
+            before = item
+
+
+def _isatty(stream) -> bool:
+    """A real terminal, not one FORCE_COLOR or TTY_COMPATIBLE claims: CI logs get whole tables."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def load_config(path: Path | None) -> dict:

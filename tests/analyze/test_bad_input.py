@@ -321,3 +321,154 @@ def test_paths_that_look_like_markup_are_printed_as_they_are(tmp_path, command):
     r = _sloan(command, odd, tmp_path)
     assert r.exit_code == EXIT[command], r.output
     assert r.output.splitlines()[0] == f"error: {odd} does not exist"
+
+
+# --- a damaged data page behind an intact footer ---------------------------------------------
+# open_runs reads footers only, so such a file opens; the query that reads the page fails,
+# and analyze.session.Runs.use names the file (or, with --skip-bad, leaves it out)
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first bytes of every zstd frame
+DAMAGE = {  # how -> what DuckDB says of the page
+    "zstd": "ZSTD Decompression failure",  # the page's zstd frame loses its magic number
+    "header": "TProtocolException: Invalid data",  # the page header (Thrift) turns into zeros
+}
+# the column each command surely reads, so the damaged page is met
+READS = {"correlate": ("kernel_events", "ts_ns")}
+DEFAULT_READ = ("requests", "ttft_ms")
+
+
+def _damage_page(path: Path, column: str, how: str) -> None:
+    """Rewrites the part with zstd (as slocap writes it), then breaks the first data page of
+    `column` in place: the footer, and so the schema, still read."""
+    pq.write_table(pq.read_table(path), path, compression="zstd")
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    chunk = next(meta.column(i) for i in range(meta.num_columns) if meta.column(i).path_in_schema == column)
+    data = bytearray(path.read_bytes())
+    at = data.index(ZSTD_MAGIC, chunk.data_page_offset) if how == "zstd" else chunk.data_page_offset
+    data[at:at + 4] = bytes(4)
+    path.write_bytes(bytes(data))
+
+
+def _split(path: Path) -> Path:
+    """The part cut in two halves, part-00000 and part-00001; returns the second."""
+    table = pq.read_table(path)
+    half = table.num_rows // 2
+    second = path.with_name("part-00001.parquet")
+    pq.write_table(table.slice(0, half), path)
+    pq.write_table(table.slice(half), second)
+    return second
+
+
+@pytest.mark.parametrize("how", list(DAMAGE))
+def test_the_damaged_page_passes_the_footer_check_and_fails_reading(pristine, tmp_path, how):
+    import duckdb
+
+    f = _copy(pristine, tmp_path) / "requests" / "part-00000.parquet"
+    _damage_page(f, "ttft_ms", how)
+    assert _check_parquet(f, schema.REQUESTS) is None  # what open_runs checks: it passes
+    with pytest.raises(OSError):
+        pq.read_table(f)
+    with pytest.raises(duckdb.Error, match=DAMAGE[how]):
+        duckdb.sql(f"SELECT sum(ttft_ms) FROM read_parquet('{f}')").fetchall()
+
+
+def _damaged_args(command: str, path: Path, tmp_path: Path) -> list[str]:
+    if command == "sql":  # count(*) comes from the footer; a sum reads the pages
+        return ["sql", "SELECT sum(ttft_ms) AS s FROM requests", "--runs", str(path)]
+    return _args(command, path, tmp_path)
+
+
+@pytest.mark.parametrize(("command", "how"), [(c, "zstd") for c in COMMANDS]
+                         + [("sql", "header"), ("correlate", "header")])
+def test_damaged_data_page_is_one_line_naming_the_file(pristine, tmp_path, command, how):
+    run_dir = _copy(pristine, tmp_path)
+    table, column = READS.get(command, DEFAULT_READ)
+    f = run_dir / table / "part-00000.parquet"
+    _damage_page(f, column, how)
+    r = CliRunner().invoke(main, _damaged_args(command, run_dir, tmp_path))
+    assert r.exit_code == EXIT[command], r.output
+    assert "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    lines = r.output.splitlines()
+    assert lines[0] == f"error: {f}: damaged data page ({DAMAGE[how]})", r.output
+    assert len(lines) == 2  # the error, then the fix
+    offers = command in ("sql", "correlate", "compare", "gate", "repro")
+    assert ("--skip-bad" in lines[1]) is offers, r.output
+
+
+@pytest.mark.parametrize("how", list(DAMAGE))
+def test_sql_skip_bad_leaves_a_damaged_page_out(pristine, tmp_path, how):
+    run_dir = _copy(pristine, tmp_path)
+    _copy(pristine, tmp_path, "good")
+    f = run_dir / "kernel_events" / "part-00000.parquet"
+    _damage_page(f, "ts_ns", how)
+    good_events = pq.read_metadata(tmp_path / "runs" / "tag=main" / "scenario=dns_latency" / "run=good"
+                                   / "kernel_events" / "part-00000.parquet").num_rows
+    query = "SELECT count(*) AS n, count(DISTINCT run) AS runs, min(ts_ns) > 0 AS read FROM kernel_events"
+    r = CliRunner().invoke(main, ["sql", query, "--runs", str(tmp_path / "runs"), "--skip-bad", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    assert "Traceback" not in r.output
+    assert r.stdout.splitlines() == ['"n","runs","read"', f"{good_events},1,true"]
+    assert r.stderr.splitlines() == [f"skipped: {f}: damaged data page ({DAMAGE[how]})"]
+
+
+@pytest.mark.parametrize("how", list(DAMAGE))
+def test_correlate_skip_bad_leaves_a_damaged_page_out(pristine, tmp_path, how):
+    run_dir = _copy(pristine, tmp_path)
+    damaged = _split(run_dir / "kernel_events" / "part-00000.parquet")
+    whole = pq.read_metadata(run_dir / "kernel_events" / "part-00000.parquet").num_rows
+    _damage_page(damaged, "ts_ns", how)
+    r = CliRunner().invoke(main, ["correlate", "--runs", str(run_dir)])
+    assert r.exit_code == 1 and r.output.splitlines()[0] == f"error: {damaged}: damaged data page ({DAMAGE[how]})"
+    r = CliRunner().invoke(main, ["correlate", "--runs", str(run_dir), "--skip-bad", "--json", "-"])
+    assert r.exit_code == 0, r.output
+    assert "Traceback" not in r.output
+    said = f"{damaged}: damaged data page ({DAMAGE[how]})"
+    assert r.stderr.splitlines() == [f"skipped: {said}"]
+    doc = json.loads(r.stdout)
+    assert doc["events"] == whole  # the events of the readable half, correlated
+    assert doc["skipped"] == doc["runs"][0]["skipped"] == [said]
+
+
+def test_correlate_skip_bad_says_when_nothing_is_left(pristine, tmp_path):
+    run_dir = _copy(pristine, tmp_path)
+    f = run_dir / "kernel_events" / "part-00000.parquet"
+    _damage_page(f, "ts_ns", "zstd")
+    r = CliRunner().invoke(main, ["correlate", "--runs", str(run_dir), "--skip-bad"])
+    assert r.exit_code == 1, r.output
+    assert r.output.splitlines()[0] == (f"error: {run_dir}: nothing to correlate: no kernel events left once the "
+                                        f"damaged files were skipped ({f}: damaged data page (ZSTD Decompression "
+                                        "failure))")
+
+
+def test_a_wrong_query_is_not_taken_for_a_damaged_file(pristine, tmp_path, monkeypatch):
+    """A statement DuckDB refuses (an unknown column) reads no file: no file is checked."""
+    from analyze import session
+
+    run_dir = _copy(pristine, tmp_path)
+    checked = []
+    monkeypatch.setattr(session, "page_problem", lambda con, path: checked.append(path))
+    r = CliRunner().invoke(main, ["sql", "SELECT nope FROM requests", "--runs", str(run_dir)])
+    assert r.exit_code == 1 and r.output.startswith("error: query failed: Binder Error"), r.output
+    assert checked == []
+
+
+@pytest.mark.parametrize("how", list(DAMAGE))
+def test_scrub_names_a_damaged_page(tmp_path, how):
+    """scrub reads with pyarrow, not DuckDB: the same file named, in pyarrow's words."""
+    recorded = DATASET / "tag=main" / "scenario=connect_stall" / "run=20261130T083734Z-fd39"
+    if not recorded.is_dir():
+        pytest.skip(f"no dataset committed at {DATASET}")
+    run_dir = tmp_path / "runs" / recorded.name
+    shutil.copytree(recorded, run_dir)
+    f = run_dir / "requests" / "part-00000.parquet"
+    _damage_page(f, "ttft_ms", how)
+    key = tmp_path / "key"
+    key.write_bytes(b"k" * 32)
+    r = CliRunner().invoke(main, ["scrub", "--runs", str(run_dir), "--out", str(tmp_path / "out"), "--key", str(key)])
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output
+    lines = r.output.splitlines()
+    assert lines[0].startswith(f"error: {f}: damaged data page ("), r.output
+    assert len(lines) == 2
+    assert not (tmp_path / "out").exists()  # all or nothing

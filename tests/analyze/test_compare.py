@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -97,8 +98,8 @@ def no_scoring(monkeypatch):
 
 
 def cells(line: str) -> list[str]:
-    """The cells of a rich table row."""
-    return [c.strip() for c in line.strip().strip("│┃").replace("┃", "│").split("│")]
+    """The cells of a table row as a pipe shows it: plain columns, two spaces or more apart."""
+    return re.split(r" {2,}", line.strip())
 
 
 # --- compare ----------------------------------------------------------------------------
@@ -122,7 +123,7 @@ def test_compare_prints_the_table_with_ci95_and_run_counts(tmp_path, scoring, sl
         "TTFT p95", "713.1 ms", "855.8 ms", "+142.6 ms (+20.0 %)", "[79.9 ms, 205.4 ms]", "0.100", "+1.00 large"]
     # with 3 runs a tag, the bootstrap's 2.5 % / 97.5 % points are the extremes: slowest base run
     # against fastest candidate run (821.5 - 741.7 ms) and the other way round (890.0 - 684.6 ms)
-    rows = [cells(line) for line in lines if line.startswith(("│", "┃"))]
+    rows = [cells(line) for line in lines]
     assert ["scenario", "main", "v0.2-rc"] in rows
     assert ["dns_latency", "3", "3"] in rows and ["all runs (smoke)", "3", "3"] in rows
     assert "attribution precision" in r.output and "recorder overhead" in r.output
