@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import resource
 import select
 import shutil
 import threading
@@ -116,6 +115,18 @@ class Stop(threading.Event):
         """Ends the run as planned: the manifest says complete."""
         self.complete = True
         self.request(reason)
+
+
+def _peak_rss_kb() -> int | None:
+    """This process's peak RSS since exec (VmHWM). Not ru_maxrss: Linux carries that across
+    exec, so a recorder started by a big process would report its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def _exposed_endpoints(otlp_cfg: dict) -> list[str]:
@@ -276,7 +287,7 @@ class Recorder:
             "recorder": {
                 "cpu_s": round(cpu_s, 4),
                 "cpu_us_per_event": round(cpu_s * 1e6 / events, 3) if events else None,
-                "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "max_rss_kb": _peak_rss_kb(),
             },
         }
 
