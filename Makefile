@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CLANG ?= clang
 BPFTOOL ?= $(shell command -v bpftool || echo /usr/sbin/bpftool)
 BTF ?= /sys/kernel/btf/vmlinux
-DEB_PACKAGES := clang llvm libbpf-dev bpftool iproute2 nftables ethtool openssl libbpf-tools
+DEB_PACKAGES := clang llvm libbpf-dev bpftool iproute2 nftables ethtool openssl libbpf-tools prometheus chromium
 BPF_OUT := capture/_bpf
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
@@ -24,6 +24,8 @@ deb:
 	  echo "installing Debian packages: $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@# prometheus is here for promtool only: its services must not run beside the recorder
+	@systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 
 # Tracepoints "do not exist" until tracefs is mounted.
 tracefs:
@@ -69,7 +71,8 @@ wheel: venv bpf
 # The nightly subset of the incident lab, one smoke rep each (about 3-4 min):
 # real faults (slow DNS, packet loss, CPU contention) under seeded load with
 # slocap recording around every rep, then what the kernel and the client saw
-# per phase, and the correlation of kernel events to spans.
+# per phase, the correlation of kernel events to spans, the attribution of
+# each paging window, and the HTML report (runs/tag=demo/report.html).
 NIGHTLY := --scenario dns_latency --scenario tcp_loss --scenario cpu_contention
 demo: setup
 	rm -rf runs/tag=demo
@@ -77,6 +80,7 @@ demo: setup
 	$(VENV)/bin/sloan sql --named phase_summary --runs runs/tag=demo
 	$(VENV)/bin/sloan correlate --runs runs/tag=demo
 	$(VENV)/bin/sloan attribute --runs runs/tag=demo
+	$(VENV)/bin/sloan report --html runs/tag=demo/report.html --runs runs/tag=demo
 
 # The committed labelled set: every fault and the baseline twice, each mixed
 # pair once (smoke), compacted to about 20 MB. REPS=10 MIXED_REPS=10
