@@ -101,6 +101,7 @@ class RunRecord:
     complete: bool
     path: Path
     run_id: str = ""  # the manifest's (the folder name run=... in lab runs)
+    overhead_method: str | None = None  # direct (BPF time counted), cpu_only, samples (an estimate)
     values: dict[str, float | None] = field(default_factory=dict)
 
 
@@ -151,7 +152,23 @@ def _fill_metrics(con, records: list[RunRecord], notes: list[str]) -> None:
         row = reqs.get(key, {})
         for k in request_keys:
             rec.values[k] = row.get(k)
-        rec.values["overhead_pct"] = res.get(key, {}).get("overhead_pct")
+        rec.values["overhead_pct"], rec.overhead_method = _overhead(rec.path, res.get(key, {}))
+
+
+def _overhead(run_dir: Path, resources_row: dict) -> tuple[float | None, str | None]:
+    """(overhead %, how it was counted): the manifest's direct accounting of the whole run
+    when it has one (capture/accounting.py), else the mean of the resource samples, which
+    leave BPF time out when the kernel's BPF stats were off."""
+    from runfmt.manifest import read_manifest
+
+    try:
+        direct = read_manifest(run_dir).get("overhead")
+    except SloError:
+        direct = None
+    if isinstance(direct, dict) and isinstance(direct.get("pct"), (int, float)):
+        return float(direct["pct"]), str(direct.get("method") or "direct")
+    value = resources_row.get("overhead_pct")
+    return value, None if value is None else "samples"
 
 
 POOLED_KEYS = ("precision", "recall", "f1")  # one value per tag from scoring, over windows
@@ -319,6 +336,7 @@ class TagRuns:
     profile: str
     runs: int
     scenarios: dict[str, int]  # class balance: runs per scenario
+    overhead_methods: dict[str, int] = field(default_factory=dict)  # how overhead was counted -> runs
 
 
 @dataclass
@@ -454,7 +472,8 @@ def compare_tags(paths, tags: list[str] | None = None, *, profile: str | None = 
             raise DataError(f"tag {t!r}: nothing to compare: its runs hold no requests or recorder resources "
                             f"({named})", "record those runs again, or compare other tags")
 
-    tag_runs = [TagRuns(t, used_profile, len(rs), dict(sorted(Counter(r.scenario for r in rs).items())))
+    tag_runs = [TagRuns(t, used_profile, len(rs), dict(sorted(Counter(r.scenario for r in rs).items())),
+                        dict(sorted(Counter(r.overhead_method or "none" for r in rs).items())))
                 for t, rs in chosen.items()]
     exploratory = min(t.runs for t in tag_runs) < stats.MIN_RUNS
     if len({frozenset(t.scenarios) for t in tag_runs}) > 1:

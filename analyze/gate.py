@@ -100,10 +100,19 @@ def _floor_check(cmp: Comparison, candidate: str, key: str, floor: float, name: 
 
 
 def _overhead_check(cmp: Comparison, candidate: str, limit: float) -> Check:
+    """The candidate's median over runs of the manifest's direct accounting (recorder CPU +
+    BPF run time, capture/accounting.py); runs without it cannot be judged."""
     name, threshold = "recorder overhead", f"<= {limit:g} % (safety.max_overhead_pct)"
     value = cmp.metric("overhead_pct").values.get(candidate)
     if value is None:
         return Check(name, CANNOT_JUDGE, "n/a", threshold, f"no resources/ in the runs of {candidate}")
+    methods = cmp.runs_of(candidate).overhead_methods
+    estimated = sum(n for m, n in methods.items() if m != "direct")
+    if estimated:
+        how = ", ".join(f"{m} {n}" for m, n in methods.items() if m != "direct")
+        return Check(name, CANNOT_JUDGE, fmt(value, "%") + " (estimate)", threshold,
+                     f"{estimated} run(s) of {candidate} have no direct accounting with BPF run time ({how}): "
+                     "record them with safety.bpf_run_time on (the default)")
     return Check(name, PASS if value <= limit else FAIL, fmt(value, "%"), threshold)
 
 

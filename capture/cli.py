@@ -75,6 +75,9 @@ def _render_doctor(d) -> None:
         t.add_row(name, ok(s.available), "\n".join(s.hooks), s.error or "")
     c.print(t)
     c.print(f"mode: [bold]{d.mode}[/]")
+    if d.mode == "core_full":
+        c.print("slocap record records every signal above by default (config signal_set.enabled), "
+                "with its overhead counted exactly (manifest overhead)")
     for note in d.notes:
         c.print(f"note: {note}")
 

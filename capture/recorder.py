@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from capture import columns as S
+from capture.accounting import Accounting
 from capture.clock import ClockAnchor, take_anchor
 from capture.hist import hist_table
 from capture.otlp import OtlpReceiver, parse_endpoint
@@ -181,6 +182,8 @@ class Recorder:
         self.monitor: ResourceMonitor | None = None
         self.shedder = LoadShedder(opts.config["safety"]["max_overhead_pct"])
         self.overheads: list[float] = []
+        self.accounting = Accounting(os.cpu_count() or 1)  # the manifest's `overhead`, exact
+        self.bpf_totals: dict[str, tuple[int, int]] = {}  # signal -> (BPF run ns, runs), read at the end
         self.kernel_overheads: list[float] = []  # the probes' share: BPF run time + the loop's drain
         self.intake_overheads: list[float] = []  # span intake's share
         self._span_writes = CpuMeter()  # span parts written: an intake cost, on whichever thread
@@ -284,6 +287,7 @@ class Recorder:
             "otlp": {**self._otlp_manifest(), "exposed": self.otlp_exposed},
             "degraded": self.shedder.degraded,  # load was shed: safety.actions says what and when
             "safety": self._safety_manifest(started_ns, ended_ns),
+            "overhead": self.accounting.to_manifest(bool(self.monitor and self.monitor.bpf_stats), self.bpf_totals),
             "recorder": {
                 "cpu_s": round(cpu_s, 4),
                 "cpu_us_per_event": round(cpu_s * 1e6 / events, 3) if events else None,
@@ -357,6 +361,7 @@ class Recorder:
         sample = self.monitor.sample(events, self.shedder.level, work=work, intake=self._intake_usage(),
                                      intake_level=self.shedder.intake_level)
         self.overheads.append(sample.overhead_pct)
+        self.accounting.add(sample)
         self.kernel_overheads.append(sample.kernel_overhead_pct)
         self.intake_overheads.append(sample.intake_overhead_pct)
         self.writers["resources"].add(samples_table([sample]))
@@ -609,6 +614,8 @@ class Recorder:
                 self._drain()
                 self._drain_hists(final=True)
             self._update_drops()
+            if self.monitor is not None and self.monitor.bpf_stats:  # before the programs go
+                self.bpf_totals = {n: p.run_stats() for n, p in self.loaded.items()}
             self._flush()
         except OSError as exc:  # e.g. the disk filled up: keep what is on disk, say what was cut
             self.lost_rows = self._unwritten_rows()

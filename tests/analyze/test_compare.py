@@ -38,7 +38,7 @@ GOOD_SCORE = {"precision": 0.95, "recall": 0.9, "f1": 0.92, "detection_delay_s":
 def make_run(root: Path, tag: str, run_id: str, *, scenario: str = "dns_latency", profile: str = "smoke",
              seed: int = 42, ttft: float = 500.0, requests: int = 40, errors: int = 0, overhead: float = 2.0,
              complete: bool = True, score: dict | None = None, labelled: bool = True,
-             scoring_exploratory: bool = False) -> Path:
+             scoring_exploratory: bool = False, direct_overhead: bool = True) -> Path:
     phases = ("baseline", "fault", "recovery")
     rows = []
     for i in range(requests):
@@ -57,6 +57,7 @@ def make_run(root: Path, tag: str, run_id: str, *, scenario: str = "dns_latency"
                              "start_ns": T0 + 700_000_000, "end_ns": T0 + 1_400_000_000}]
     return write_run(root, run_id, tag=tag, scenario=scenario, manifest={
         "seed": seed, "profile": profile, "complete": complete,
+        "overhead": {"method": "direct" if direct_overhead else "cpu_only", "pct": overhead},
         "test_score": score or GOOD_SCORE, "test_exploratory": scoring_exploratory}, **tables)
 
 
@@ -284,6 +285,15 @@ def test_gate_fails_attribution_and_overhead(tmp_path, scoring, kw, failed, sloa
     r = sloan("gate", *gate_args(tmp_path))
     assert r.exit_code == 1, r.output
     assert r.output.splitlines()[2] == f"failed: {failed}. Exit code 1."
+
+
+def test_gate_cannot_judge_overhead_without_direct_accounting(tmp_path, scoring, sloan):
+    make_tag(tmp_path, "main", 10)
+    make_tag(tmp_path, "v0.2-rc", 10, direct_overhead=False)
+    r = sloan("gate", *gate_args(tmp_path))
+    assert r.exit_code == 2, r.output
+    assert "| recorder overhead | cannot_judge | 2.00 % (estimate) |" in r.output
+    assert "10 run(s) of v0.2-rc have no direct accounting with BPF run time (cpu_only 10)" in r.output
 
 
 def test_gate_on_an_exploratory_comparison_exits_2_unless_allowed(tmp_path, scoring, sloan):
