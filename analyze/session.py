@@ -12,6 +12,7 @@ again), so the cost of reading every page falls on the failing query alone.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -171,7 +172,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if not p.is_dir():
             raise DataError(f"{p} is a file, not a run directory",
                             f"pass the folder that holds {MANIFEST}, or a runs root above it")
-        below = sorted(m.parent for m in p.rglob(MANIFEST) if m.is_file())
+        below = _manifests_below(p)
         if not below:
             if _looks_like_run(p):
                 raise DataError(f"{p}: no {MANIFEST}, so not a whole run directory",
@@ -182,6 +183,22 @@ def find_runs(paths: list[Path]) -> list[Path]:
     if not found:
         raise DataError(f"no run directory (with {MANIFEST}) given", "pass a run directory or a runs root")
     return found
+
+
+def _manifests_below(root: Path) -> list[Path]:
+    """Run directories below root, following symlinked folders (a run linked into a runs
+    root is a run like any other), each real folder once, so a link cycle ends."""
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        if MANIFEST in files and os.path.isfile(os.path.join(folder, MANIFEST)):
+            found.append(Path(folder))
+    return sorted(found)
 
 
 def _looks_like_run(p: Path) -> bool:
