@@ -62,10 +62,13 @@ _OUTCOMES: dict[str, tuple[HTTPStatus, grpc.StatusCode]] = {
     "unsupported_media_type": (HTTPStatus.UNSUPPORTED_MEDIA_TYPE, grpc.StatusCode.INVALID_ARGUMENT),
     "not_found": (HTTPStatus.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED),
     "stopping": (HTTPStatus.SERVICE_UNAVAILABLE, grpc.StatusCode.UNAVAILABLE),
+    # the client stopped sending its body for longer than the handler's timeout (slowloris)
+    "stalled": (HTTPStatus.REQUEST_TIMEOUT, grpc.StatusCode.DEADLINE_EXCEEDED),
     # on_spans failed: not retryable for OTLP clients, so a broken sink is not hammered
     "sink_error": (HTTPStatus.INTERNAL_SERVER_ERROR, grpc.StatusCode.INTERNAL),
 }
 REJECT_REASONS = tuple(_OUTCOMES)
+GRPC_CORE_LIMIT = 2  # gRPC's own message limit, in multiples of otlp.max_request_bytes
 
 
 # over the overhead limit: backpressure the OTLP exporters retry after the delay given
@@ -163,8 +166,9 @@ def _retry_trailers(message: str, retry_after_s: int) -> tuple[tuple[str, bytes]
 
 @dataclass(frozen=True)
 class ReceiverCounters:
-    """What the receiver did so far. gRPC refuses oversized messages inside its core,
-    before any handler runs, so those never reach rejected["too_large"]."""
+    """What the receiver did so far. gRPC takes messages up to GRPC_CORE_LIMIT times
+    the size cap, so the handler refuses (and counts) oversized ones; only a message past
+    that is refused inside gRPC's core, before any handler, uncounted."""
 
     requests_ok: int
     rejected: Mapping[str, int]  # reason (REJECT_REASONS) -> requests
@@ -402,6 +406,9 @@ class OtlpReceiver:
     def _grpc_export(self, body: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         try:
             with self._request():
+                if len(body) > self.max_request_bytes:
+                    raise _Rejected("too_large", f"message of {len(body)} bytes exceeds "
+                                                 f"otlp.max_request_bytes={self.max_request_bytes}")
                 self._receive(body, PROTOBUF)
         except _Rejected as rejected:
             if rejected.retry_after_s is not None:
@@ -429,7 +436,9 @@ def _bind_grpc(receiver: OtlpReceiver, endpoint: str) -> tuple[grpc.Server, int]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc"),
         options=[
-            ("grpc.max_receive_message_length", receiver.max_request_bytes),
+            # above the cap, so the handler sees (and counts) an oversized message; bounded,
+            # so memory stays bounded too
+            ("grpc.max_receive_message_length", GRPC_CORE_LIMIT * receiver.max_request_bytes),
             # gRPC sets SO_REUSEPORT by default, which would let two collectors share
             # the port silently; we want "already in use" instead
             ("grpc.so_reuseport", 0),
@@ -570,10 +579,21 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Rejected("malformed", "a Content-Length is required", HTTPStatus.LENGTH_REQUIRED)
         if length > cap:
             raise _Rejected("too_large", f"body of {length} bytes exceeds otlp.max_request_bytes={cap}")
-        body = self.rfile.read(length)
-        if len(body) != length:
-            raise _Rejected("malformed", f"body ended after {len(body)} of {length} bytes")
-        return body
+        chunks, got = [], 0
+        try:
+            while got < length:
+                chunk = self.rfile.read1(length - got)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        except TimeoutError:
+            self.close_connection = True
+            raise _Rejected("stalled", f"the body stalled after {got} of {length} bytes "
+                                       f"({self.timeout} s without data)") from None
+        if got != length:
+            raise _Rejected("malformed", f"body ended after {got} of {length} bytes")
+        return b"".join(chunks)
 
     def _reply(self, status: HTTPStatus, body: bytes, media_type: str, unread: int | None,
                retry_after_s: int | None = None) -> None:

@@ -279,7 +279,22 @@ def test_http_bad_requests_are_refused_and_recording_goes_on() -> None:
     assert counters.spans_received == 6 == sink.table().num_rows
     assert counters.rejected == {
         "malformed": 1, "too_large": 2, "unsupported_media_type": 2, "not_found": 1, "stopping": 0, "sink_error": 0,
+        "stalled": 0,
     }
+
+
+def test_a_stalled_body_is_refused_with_408_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from capture import otlp
+
+    monkeypatch.setattr(otlp._Handler, "timeout", 0.5)
+    with running(Sink(), cap=SMALL_CAP) as receiver:
+        with socket.create_connection(("127.0.0.1", receiver.http_port), timeout=10) as conn:
+            conn.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                         b"Content-Length: 100\r\n\r\n" + b"\0" * 10)  # then nothing more
+            status = conn.makefile("rb").readline().decode()
+        counters = receiver.counters
+    assert status.startswith("HTTP/1.1 408")
+    assert counters.rejected["stalled"] == 1
 
 
 def _status_line_for_huge_declared_body(port: int) -> str:
@@ -347,8 +362,7 @@ def test_grpc_bad_requests_are_refused_and_recording_goes_on() -> None:
 
     assert counters.requests_ok == 2 and counters.spans_received == 6 == sink.table().num_rows
     assert counters.rejected["malformed"] == 2
-    # gRPC refuses oversized messages in its core, before the receiver sees them
-    assert counters.rejected["too_large"] == 0
+    assert counters.rejected["too_large"] == 1  # gRPC's own limit is higher: the handler counts it
 
 
 def test_a_failing_sink_is_counted_and_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
