@@ -4,6 +4,8 @@ rule, and the reproducibility of reruns (`sloan repro`).
 Each run gives one value per metric (its TTFT p95, its error rate ...); a tag's value
 is the median over its runs, and tags are compared over runs with analyze.stats
 (difference of medians with a seeded bootstrap CI95, Mann-Whitney U, Cliff's delta).
+The per-run values stay in the result (MetricComparison.samples, with the run each came
+from), so a page can draw the distributions (`sloan compare --html`, analyze/html_report.py).
 Runs are grouped by tag and profile: a comparison uses one profile, and it is
 `exploratory` when any tag has fewer than stats.MIN_RUNS (10) runs of it. Only
 complete runs count; incomplete ones are named in the notes. The class balance (runs
@@ -347,11 +349,17 @@ class MetricComparison:
     diffs: dict[str, stats.Difference]  # tag (not the reference) -> against the reference
     pooled: bool = False  # one value per tag, no per-run sample: no CI of the difference, p or delta
     tag_ci: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # pooled: per-tag CI95
+    # tag -> the per-run values behind the median, in run order, and where each comes from
+    # ("scenario/run", as in the run's folder names); empty for pooled metrics
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    sample_runs: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {**asdict(self.metric), "values": self.values, "n": self.n, "pooled": self.pooled,
                 "tag_ci95": {t: None if ci is None else list(ci) for t, ci in self.tag_ci.items()},
-                "diffs": {t: d.to_dict() for t, d in self.diffs.items()}}
+                "diffs": {t: d.to_dict() for t, d in self.diffs.items()},
+                "samples": {t: [{"run": r, "value": v} for r, v in zip(self.sample_runs.get(t, []), vs)]
+                            for t, vs in self.samples.items()}}
 
 
 @dataclass
@@ -487,8 +495,8 @@ def compare_tags(paths, tags: list[str] | None = None, *, profile: str | None = 
         if m.key in POOLED_KEYS:
             metrics.append(_pooled(m, choice.tags, scores))
             continue
-        samples = {t: [(r.values[m.key], r.scenario) for r in rs if r.values.get(m.key) is not None]
-                   for t, rs in chosen.items()}
+        with_value = {t: [r for r in rs if r.values.get(m.key) is not None] for t, rs in chosen.items()}
+        samples = {t: [(r.values[m.key], r.scenario) for r in rs] for t, rs in with_value.items()}
         values = {t: (float(np.median([v for v, _ in s])) if s else None) for t, s in samples.items()}
         diffs = {}
         for t in choice.tags[1:]:
@@ -496,7 +504,10 @@ def compare_tags(paths, tags: list[str] | None = None, *, profile: str | None = 
             diffs[t] = stats.compare_samples([v for v, _ in c], [v for v, _ in b],
                                              candidate_strata=[s for _, s in c], base_strata=[s for _, s in b],
                                              resamples=resamples, seed=seed)
-        metrics.append(MetricComparison(m, values, {t: len(s) for t, s in samples.items()}, diffs))
+        metrics.append(MetricComparison(
+            m, values, {t: len(s) for t, s in samples.items()}, diffs,
+            samples={t: [float(v) for v, _ in s] for t, s in samples.items()},
+            sample_runs={t: [f"{r.scenario}/{r.run}" for r in rs] for t, rs in with_value.items()}))
     return Comparison(tags=choice.tags, reference=ref, rule=choice.rule, rule_kind=choice.kind,
                       profile=used_profile, exploratory=exploratory, tag_runs=tag_runs, metrics=metrics,
                       attribution=attribution, notes=notes, seed=seed, resamples=resamples,

@@ -10,6 +10,13 @@ labelled fault window (labels.parquet), the paging windows and the reference per
 shaded. Around the chart: the run's capability flags (manifest), cut/degraded warnings
 (analyze/session.py run_warnings), the verdict per paging window and the correlation tier
 counts (analyze/correlate.py, from the pairs the attribution's own pass computes).
+
+The page of `sloan compare --html FILE` (compare_page) shares the shell: per metric of a
+Comparison (analyze/compare.py), each tag's per-run values (box and points, the median
+labelled) or, for the pooled attribution scores, each tag's value with scoring's CI95; each
+tag's difference to the reference with its CI95 as an error bar. At the top: the baseline
+rule, the exploratory flag (and per metric when a tag has fewer than 10 values), the notes
+and the table `sloan compare` prints.
 """
 
 from __future__ import annotations
@@ -502,8 +509,6 @@ table.tiers td:first-child{text-align:left}
 
 
 def render_page(views: Sequence[RunView], model: Model, paths: Sequence[str], generated: str) -> str:
-    import plotly.offline
-
     warned = [(v, w) for v in views for w in v.warnings]
     head = ["<h1>SLO attribution report</h1>",
             f'<p class="meta">{len(views)} run(s) below {_e(", ".join(paths))}; generated {_e(generated)}.</p>',
@@ -537,8 +542,267 @@ def render_page(views: Sequence[RunView], model: Model, paths: Sequence[str], ge
         parts.append("<p><b>Correlation</b> of kernel events with spans, events per best tier (confidence); "
                      "pairs of confidence ≥ 0.7 enrich a span:</p>" + _tier_table(v))
         sections.append("\n".join(parts))
+    return _page("SLO attribution report", "\n".join(head) + "\n" + "\n".join(sections))
+
+
+def _page(title: str, body: str, css: str = CSS) -> str:
+    """The page shell every HTML page of sloan shares: the style and plotly.js, inlined once."""
+    import plotly.offline
+
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<title>SLO attribution report</title>"
-            f"<style>{CSS}</style>"
+            f"<title>{_e(title)}</title>"
+            f"<style>{css}</style>"
             f"<script type=\"text/javascript\">{plotly.offline.get_plotlyjs()}</script>"
-            "</head><body>\n" + "\n".join(head) + "\n" + "\n".join(sections) + "\n</body></html>\n")
+            "</head><body>\n" + body + "\n</body></html>\n")
+
+
+# --- the release comparison: `sloan compare --html FILE` ----------------------------------------
+
+# tag -> colour by position: the reference first
+TAG_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#8172b3")
+WORSE, BETTER, UNSURE = "#c44e52", "#2e8b57", "#555"
+COMPARE_CSS = CSS + """
+table.metrics td{text-align:right;white-space:nowrap} table.metrics td:first-child{text-align:left}
+.exploratory{background:#fff1c2;border:1px solid #e0b000;padding:8px 12px;margin:10px 0;font-size:15px}
+.stat{margin:2px 0 2px 12px;font-size:13px} .scroll{overflow-x:auto}
+h2 .badge{vertical-align:middle;margin-left:6px}
+"""
+
+
+def _diff_unit(unit: str) -> str:
+    return "pp" if unit == "%" else unit  # as analyze/formatting.py shows a difference of percentages
+
+
+def _tag_colour(cmp, tag: str) -> str:
+    return TAG_COLOURS[cmp.tags.index(tag) % len(TAG_COLOURS)]
+
+
+def _direction(mc, d) -> tuple[str, str]:
+    """(colour, word) of a difference: worse / better when its CI95 excludes 0, else unsure."""
+    if mc.pooled or d.diff is None or not d.ci_excludes_zero:
+        return UNSURE, ""
+    worse = (d.diff > 0) == mc.metric.higher_is_worse
+    return (WORSE, "worse") if worse else (BETTER, "better")
+
+
+def _short_runs(mc, cmp) -> dict[str, int]:
+    """Tags with fewer than cmp.min_runs values of this metric (pooled: test runs)."""
+    return {t: mc.n.get(t, 0) for t in cmp.tags if mc.n.get(t, 0) < cmp.min_runs}
+
+
+def _has_data(mc) -> bool:
+    return any(v is not None for v in mc.values.values()) or any(mc.samples.values())
+
+
+def compare_figure(mc, cmp):
+    """One metric: left, the per-run values of each tag (box and every run as a point, the
+    median labelled) or, pooled, each tag's value with scoring's CI95; right, each tag's
+    difference to the reference with the CI95 of the difference as an error bar."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from analyze.formatting import fmt, fmt_ci, fmt_diff
+
+    unit, ref = mc.metric.unit, cmp.reference
+    others = cmp.tags[1:]
+    left_title = ("value per tag with scoring's CI95 (pooled over SLO windows)" if mc.pooled
+                  else "per-run values per tag: box, every run a point, the median labelled")
+    right_title = (f"difference to {ref} (pooled: no CI of the difference)" if mc.pooled
+                   else f"difference of medians to {ref}, CI95 (bootstrap over runs)")
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.1,
+                        subplot_titles=[left_title, right_title])
+    for a in fig.layout.annotations:
+        a.update(font=dict(size=11, color=LINE))
+    hover_unit = f" {unit}" if unit else ""
+    notes: list[dict] = []
+    for i, tag in enumerate(cmp.tags):
+        colour = _tag_colour(cmp, tag)
+        value = mc.values.get(tag)
+        if mc.pooled:
+            ci = mc.tag_ci.get(tag)
+            error = None if ci is None or value is None else dict(
+                type="data", symmetric=False, array=[max(ci[1] - value, 0)], arrayminus=[max(value - ci[0], 0)],
+                color=colour, thickness=2, width=10)
+            fig.add_trace(go.Scatter(
+                x=[i], y=[value], mode="markers", name=tag, error_y=error, showlegend=False,
+                marker=dict(size=11, color=colour, line=dict(color="#000", width=1)),
+                hovertemplate=(f"{_e(tag)}: %{{y:,.4~g}}{hover_unit}"
+                               + ("" if ci is None else f" [{fmt(ci[0], unit)}, {fmt(ci[1], unit)}]")
+                               + f"<br>{mc.n.get(tag, 0)} test runs<extra></extra>")), row=1, col=1)
+            text = fmt(value, unit) + ("" if ci is None else f"<br>[{fmt(ci[0], unit)}, {fmt(ci[1], unit)}]")
+        else:
+            ys = mc.samples.get(tag, [])
+            fig.add_trace(go.Box(
+                x=[i] * len(ys), y=ys, name=tag, width=0.42, boxpoints="all", jitter=0.5, pointpos=0,
+                marker=dict(color=colour, size=7, opacity=0.8, line=dict(color="#fff", width=0.5)),
+                line=dict(color=colour, width=1.5), fillcolor="rgba(0,0,0,0)", showlegend=False,
+                customdata=mc.sample_runs.get(tag, []), hoveron="points",
+                hovertemplate=f"{_e(tag)} %{{customdata}}<br>%{{y:,.4~g}}{hover_unit}<extra></extra>"),
+                row=1, col=1)
+            text = f"median {fmt(value, unit)}"
+        if value is not None:
+            notes.append(dict(x=i + 0.24, y=value, xref="x", yref="y", text=text, showarrow=False,
+                              xanchor="left", align="left", font=dict(size=11, color=colour)))
+    for j, tag in enumerate(others):
+        d = mc.diffs.get(tag)
+        if d is None or d.diff is None:
+            notes.append(dict(x=j, y=0, xref="x2", yref="y2", text="n/a: a tag without values",
+                              showarrow=False, yshift=14, font=dict(size=11, color=UNSURE)))
+            continue
+        colour, word = _direction(mc, d)
+        has_ci = not mc.pooled and d.ci_low is not None
+        error = dict(type="data", symmetric=False, array=[max(d.ci_high - d.diff, 0)],
+                     arrayminus=[max(d.diff - d.ci_low, 0)], color=colour, thickness=2, width=10) if has_ci else None
+        ci_text = "no CI: pooled" if mc.pooled else f"CI95 {fmt_ci(d, unit)}"
+        fig.add_trace(go.Scatter(
+            x=[j], y=[d.diff], mode="markers", name=f"{tag} − {ref}", error_y=error, showlegend=False,
+            marker=dict(size=11, color=colour, symbol="diamond", line=dict(color="#000", width=1)),
+            hovertemplate=f"{_e(tag)} − {_e(ref)}: {_e(fmt_diff(d, unit))}<br>{_e(ci_text)}<extra></extra>"),
+            row=1, col=2)
+        notes.append(dict(x=j + 0.12, y=d.diff, xref="x2", yref="y2", showarrow=False, xanchor="left",
+                          align="left", font=dict(size=11, color=colour),
+                          text=f"Δ {_e(fmt_diff(d, unit))}<br>{_e(ci_text)}" + (f"<br><b>{word}</b>" if word else "")))
+    fig.update_xaxes(tickvals=list(range(len(cmp.tags))), range=[-0.6, len(cmp.tags) - 0.1],
+                     ticktext=[_e(f"{t} (ref)" if t == ref else t) + f"<br>n {mc.n.get(t, 0)}" for t in cmp.tags],
+                     row=1, col=1)
+    fig.update_xaxes(tickvals=list(range(len(others))), range=[-0.5, len(others) - 0.05],
+                     ticktext=[_e(f"{t} − {ref}") for t in others], row=1, col=2)
+    axis = mc.metric.label + (f" ({unit})" if unit else "")
+    fig.update_yaxes(title=dict(text=_e(axis), font=dict(size=11)), row=1, col=1)
+    fig.update_yaxes(title=dict(text=_e(f"Δ {_diff_unit(unit)}".strip()), font=dict(size=11)), zeroline=True,
+                     zerolinecolor="#999", zerolinewidth=1, row=1, col=2)
+    fig.update_yaxes(showgrid=True, gridcolor="#eee", tickfont=dict(size=10))
+    fig.update_xaxes(showgrid=False, tickfont=dict(size=11))
+    fig.update_layout(height=340, margin=dict(l=70, r=30, t=40, b=50), template="plotly_white",
+                      hovermode="closest", font=dict(family="system-ui, sans-serif", size=11),
+                      annotations=list(fig.layout.annotations) + notes,
+                      shapes=[dict(type="line", xref="x2 domain", yref="y2", x0=0, x1=1, y0=0, y1=0,
+                                   line=dict(color="#999", dash="dot", width=1))])
+    return fig
+
+
+def _metric_badges(mc, cmp) -> str:
+    out = []
+    short = _short_runs(mc, cmp)
+    if short:
+        what = "test runs" if mc.pooled else "runs with a value"
+        detail = ", ".join(f"{t} {n}" for t, n in short.items())
+        out.append(f'<span class="badge warn" title="fewer than {cmp.min_runs} {what}: {_e(detail)}">'
+                   f"exploratory: n &lt; {cmp.min_runs} ({_e(detail)})</span>")
+    if mc.metric.source == "scoring" and cmp.scoring_exploratory:
+        reasons = "; ".join(f"{t}: {', '.join(r)}" for t, r in cmp.scoring_exploratory.items())
+        out.append(f'<span class="badge warn" title="{_e(reasons)}">scoring exploratory</span>')
+    if mc.pooled:
+        out.append('<span class="badge ok" title="one value per tag, pooled over the SLO windows of its test '
+                   'runs">pooled</span>')
+    for tag in cmp.tags[1:]:
+        d = mc.diffs.get(tag)
+        if d is not None:
+            colour, word = _direction(mc, d)
+            if word:
+                out.append(f'<span class="badge" style="background:{colour};color:#fff">{_e(tag)} {word}</span>')
+    return " ".join(out)
+
+
+def _metric_text(mc, cmp) -> str:
+    from analyze.formatting import fmt, fmt_ci, fmt_delta, fmt_diff, fmt_p
+
+    unit, ref = mc.metric.unit, cmp.reference
+    per_tag = []
+    for t in cmp.tags:
+        v = fmt(mc.values.get(t), unit)
+        if mc.pooled:
+            ci = mc.tag_ci.get(t)
+            v += "" if ci is None else f" [{fmt(ci[0], unit)}, {fmt(ci[1], unit)}]"
+            v += f" over {mc.n.get(t, 0)} test runs"
+        else:
+            runs = cmp.runs_of(t).runs
+            v += f" over {runs} runs" if mc.n.get(t, 0) == runs else f" over {mc.n.get(t, 0)} of {runs} runs"
+        per_tag.append(f"<b>{_e(t)}</b>{' (ref)' if t == ref else ''} {_e(v)}")
+    what = "value (scoring's CI95)" if mc.pooled else "median"
+    lines = [f'<p class="stat">{what}: ' + " · ".join(per_tag) + "</p>"]
+    for t in cmp.tags[1:]:
+        d = mc.diffs.get(t)
+        if d is None:
+            continue
+        if mc.pooled:
+            rest = "no CI of the difference, p-value or effect size: the scores are pooled over windows"
+        else:
+            rest = f"CI95 {fmt_ci(d, unit)}, p (Mann-Whitney U) {fmt_p(d.p_value)}, Cliff's δ {fmt_delta(d)}"
+        lines.append(f'<p class="stat"><b>{_e(t)} − {_e(ref)}</b>: Δ {_e(fmt_diff(d, unit))}; {_e(rest)}</p>')
+    return "\n".join(lines)
+
+
+def _metric_anchor(mc) -> str:
+    return "metric-" + mc.metric.key
+
+
+def _compare_table(cmp) -> str:
+    from analyze.formatting import diff_cells, value_cell
+
+    several = len(cmp.tags) > 2
+    header = ["metric"] + [f"{t}{' (ref)' if t == cmp.reference else ''}" for t in cmp.tags]
+    for t in cmp.tags[1:]:
+        suffix = f" {t}" if several else ""
+        header += [f"Δ{suffix}", f"CI95 Δ{suffix}", f"p MWU{suffix}", f"Cliff's δ{suffix}"]
+    rows = []
+    for mc in cmp.metrics:
+        row: list[Any] = [Raw(f'<a href="#{_metric_anchor(mc)}">{_e(mc.metric.label)}</a>')]
+        row += [value_cell(mc, t, cmp.runs_of(t).runs) for t in cmp.tags]
+        for t in cmp.tags[1:]:
+            row += diff_cells(mc, t)
+        rows.append(row)
+    return '<div class="scroll">' + _table(header, rows, "metrics") + "</div>"
+
+
+def _balance_table(cmp) -> str:
+    tags = [tr.tag for tr in cmp.tag_runs]
+    rows = [[s, *(tr.scenarios.get(s, 0) for tr in cmp.tag_runs)]
+            for s in sorted({s for tr in cmp.tag_runs for s in tr.scenarios})]
+    rows.append([f"all runs ({cmp.profile})", *(tr.runs for tr in cmp.tag_runs)])
+    return _table(["scenario", *tags], rows, "tiers")
+
+
+def render_compare_page(cmp, paths: Sequence[str], generated: str) -> str:
+    """The page of a Comparison (analyze/compare.py): the verdict's context at the top (the
+    baseline rule, the exploratory flag, notes, the table `sloan compare` prints), then one
+    section and chart per metric."""
+    title = "Release comparison: " + " vs ".join(cmp.tags)
+    runs = ", ".join(f"{tr.tag} {tr.runs}" for tr in cmp.tag_runs)
+    head = [f"<h1>{_e(title)}</h1>",
+            (f'<p class="meta">profile {_e(cmp.profile)}; runs per tag: {_e(runs)}; runs below '
+             f"{_e(', '.join(paths))}; generated {_e(generated)}.</p>")]
+    if cmp.exploratory:
+        head.append(f'<div class="exploratory" id="exploratory"><b>EXPLORATORY</b>: fewer than {cmp.min_runs} '
+                    f"runs per tag and profile ({_e(runs)}); no distribution claim, never a release gate.</div>")
+    else:
+        head.append(f'<p><span class="badge ok">not exploratory</span> every tag has at least {cmp.min_runs} '
+                    "runs of this profile.</p>")
+    head.append(f"<p><b>Baseline:</b> {_e(cmp.rule)} (reference <b>{_e(cmp.reference)}</b>, "
+                f"rule <code>{_e(cmp.rule_kind)}</code>).</p>")
+    if cmp.notes:
+        head.append('<div class="warnings"><b>Notes:</b><ul>' + "".join(f"<li>{_e(n)}</li>" for n in cmp.notes)
+                    + "</ul></div>")
+    head.append(_compare_table(cmp))
+    head.append("<p><b>Runs per scenario</b> (class balance):</p>" + _balance_table(cmp))
+    head.append(f'<p class="meta">Each run gives one value per metric; a tag\'s value is the median over its '
+                f"runs. CI95: bootstrap over runs ({cmp.resamples:,} resamples, seed {cmp.seed}, within "
+                "scenario); p: Mann-Whitney U, two-sided; Cliff's δ: negligible &lt; 0.147 ≤ small &lt; 0.33 ≤ "
+                "medium &lt; 0.474 ≤ large. Attribution precision, recall and F1 are pooled by scoring over "
+                "windows: one value per tag with scoring's CI95, the difference without a CI.</p>")
+    head.append(f"<p><b>Attribution:</b> {_e(cmp.attribution)}</p>")
+    sections = []
+    for n, mc in enumerate(cmp.metrics):
+        parts = [f'<h2 id="{_metric_anchor(mc)}">{_e(mc.metric.label)} {_metric_badges(mc, cmp)}</h2>',
+                 _metric_text(mc, cmp)]
+        if _has_data(mc):
+            parts.append(_figure_html(compare_figure(mc, cmp), f"fig-{n}"))
+        else:
+            parts.append('<p class="muted">No run of any tag has a value of this metric.</p>')
+        sections.append("\n".join(parts))
+    return _page(title, "\n".join(head) + "\n" + "\n".join(sections), COMPARE_CSS)
+
+
+def compare_page(cmp, paths: Sequence[str | Path]) -> str:
+    """`sloan compare --html`: the self-contained page of a comparison, generated now."""
+    return render_compare_page(cmp, [str(p) for p in paths], datetime.now(UTC).isoformat(timespec="seconds"))

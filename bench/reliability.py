@@ -1,4 +1,5 @@
-"""Runs tests/reliability and writes its outcomes as the README's Reliability table.
+"""Runs tests/reliability (and the abuse cases tested elsewhere, ELSEWHERE) and writes
+their outcomes as the README's Reliability table.
 
 Each test is one abuse case; its docstring's first line (or its name) says the
 case and the expected outcome. The table between the README's markers is
@@ -20,6 +21,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests" / "reliability"
+# cases tested beside the code they check, run here too
+ELSEWHERE = (
+    "tests/analyze/test_sql_cli.py::test_sql_reads_the_runs_and_nothing_else",
+    "tests/analyze/test_bad_input.py::test_damaged_data_page_is_one_line_naming_the_file",
+    "tests/analyze/test_bad_input.py::test_sql_skip_bad_leaves_a_damaged_page_out",
+    "tests/analyze/test_bad_input.py::test_correlate_skip_bad_leaves_a_damaged_page_out",
+    "tests/analyze/test_run_state.py::test_every_command_warns_of_a_cut_run",
+    "tests/analyze/test_run_state.py::test_a_degraded_run_says_what_was_shed",
+)
 README = ROOT / "README.md"
 BEGIN, END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
 
@@ -27,7 +37,7 @@ BEGIN, END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
 def _cases() -> dict[tuple[str, str], str]:
     """(module, test name) -> the case in words: the docstring's first line, else the name."""
     cases = {}
-    for path in sorted(TESTS.glob("test_*.py")):
+    for path in sorted(TESTS.glob("test_*.py")) + sorted({ROOT / e.split("::")[0] for e in ELSEWHERE}):
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
                 doc = ast.get_docstring(node)
@@ -39,7 +49,7 @@ def _cases() -> dict[tuple[str, str], str]:
 def _run() -> list[tuple[str, str, str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
-        subprocess.run([sys.executable, "-m", "pytest", str(TESTS), "-q", "-p", "no:cacheprovider",
+        subprocess.run([sys.executable, "-m", "pytest", str(TESTS), *ELSEWHERE, "-q", "-p", "no:cacheprovider",
                         f"--junitxml={xml}"], cwd=ROOT, check=False)
         suite = ET.parse(xml).getroot()
     cases, rows = _cases(), []

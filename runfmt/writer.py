@@ -26,8 +26,13 @@ def write_table_atomic(table: pa.Table, path: Path) -> int:
     return path.stat().st_size
 
 
+# a part is also closed when its buffer holds this much: memory stays bounded however wide
+# the rows (span attributes can be kilobytes each)
+MAX_BUFFER_BYTES = 32 << 20
+
+
 class PartWriter:
-    """Buffers Arrow tables and writes part-NNNNN.parquet by row count or age."""
+    """Buffers Arrow tables and writes part-NNNNN.parquet by row count, size or age."""
 
     def __init__(self, directory: Path, schema: pa.Schema, *, max_rows: int, max_seconds: float) -> None:
         self.directory = directory
@@ -39,6 +44,7 @@ class PartWriter:
         self.bytes_written = 0
         self._buffer: list[pa.Table] = []
         self._buffered_rows = 0
+        self._buffered_bytes = 0
         self._opened_at = time.monotonic()
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -50,7 +56,8 @@ class PartWriter:
         if table.num_rows:
             self._buffer.append(table)
             self._buffered_rows += table.num_rows
-        if self._buffered_rows >= self.max_rows:
+            self._buffered_bytes += table.nbytes
+        if self._buffered_rows >= self.max_rows or self._buffered_bytes >= MAX_BUFFER_BYTES:
             self.flush()
 
     def due(self) -> bool:
@@ -68,6 +75,7 @@ class PartWriter:
         self.rows_written += table.num_rows
         self._buffer.clear()
         self._buffered_rows = 0
+        self._buffered_bytes = 0
 
 
 def _encoded(schema: pa.Schema, have: pa.Schema) -> pa.Schema:

@@ -110,10 +110,13 @@ def _show_gate(out, result) -> None:
 @resamples_option
 @json_option
 @format_option
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Also write one self-contained HTML page (opens offline): per metric the "
+                                   "per-run values of each tag and the difference with its CI95.")
 @skip_bad_option
 @cannot_judge_on_error
 def compare(tags, runs_paths, profile, scenarios, repo, config_path, seed, resamples, json_out, out_format,
-            skip_bad):
+            html_path, skip_bad):
     """Compare releases over their runs: per metric the median per tag, the difference
     with CI95, a Mann-Whitney U p-value and Cliff's delta; run counts and class balance.
 
@@ -124,6 +127,7 @@ def compare(tags, runs_paths, profile, scenarios, repo, config_path, seed, resam
     Examples:
       sloan compare main v0.2-rc --runs runs
       sloan compare --runs runs --repo .
+      sloan compare main v0.2-rc --runs runs --html compare.html
     """
     from analyze.compare import compare_tags
 
@@ -132,6 +136,15 @@ def compare(tags, runs_paths, profile, scenarios, repo, config_path, seed, resam
     cmp = compare_tags(list(runs_paths), list(tags) or None, profile=profile, scenarios=tuple(scenarios),
                        repo=repo, config=load_config(config_path), seed=seed, resamples=resamples,
                        skip_bad=skip_bad)
+    if html_path is not None:
+        from analyze.html_report import compare_page
+
+        page = compare_page(cmp, list(runs_paths))
+        try:
+            html_path.write_text(page)
+        except OSError as exc:
+            raise SloError(f"cannot write {html_path}: {exc.strerror}", "pass a writable path") from None
+        click.echo(f"wrote {html_path} ({len(page.encode()) / 1e6:.1f} MB, {len(cmp.metrics)} metrics)", err=True)
     if emit_result(cmp.to_dict(), json_out, out_format):
         return
     with Output(out_format) as out:

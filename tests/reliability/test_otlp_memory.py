@@ -278,8 +278,9 @@ def receiver(run_dir: Path) -> Iterator[Receiver]:
 
 
 def test_any_body_under_the_cap_keeps_peak_rss_under_the_bound(tmp_path: Path) -> None:
-    """An OTLP body of any shape up to otlp.max_request_bytes keeps the receiver under 512 MiB
-    peak RSS, and what it stores is cut to the attribute limits, with the cuts counted."""
+    """Any OTLP body shape up to otlp.max_request_bytes: receiver peak RSS under 512 MiB, limits applied and counted.
+
+    What it stores is cut to the attribute limits, with the cuts counted."""
     bodies = [make() for make in BODIES]
     peaks: dict[str, int] = {}
     with receiver(tmp_path) as r:
@@ -315,8 +316,9 @@ def test_any_body_under_the_cap_keeps_peak_rss_under_the_bound(tmp_path: Path) -
 
 @pytest.mark.kernel
 def test_the_recorder_itself_stays_under_the_bound_with_every_shape(tmp_path: Path) -> None:
-    """slocap record, with its probes loaded, takes each adversarial body (twice, over the
-    transports it came with) and its peak RSS (manifest recorder.max_rss_kb) stays under 512 MiB."""
+    """slocap record with its probes loaded takes every adversarial body twice: peak RSS under 512 MiB.
+
+    Peak RSS: the manifest's recorder.max_rss_kb (VmHWM); each body over the transport it came with."""
     import os
     import signal
     import socket

@@ -3,6 +3,7 @@ disk, with its OTLP port taken, and when it listens beyond loopback."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -50,6 +51,7 @@ def _rows(run_dir: Path, table: str) -> int:
 
 @pytest.mark.kernel
 def test_after_kill_9_the_run_reads_cut_and_repair_counts_what_is_on_disk(tmp_path):
+    """kill -9 mid-recording: the manifest lists the parts on disk, every sloan command says cut, slocap repair recounts them."""
     out = tmp_path / "runs"
     cfg = _config(tmp_path, capture={"part_max_seconds": 0.3})
     proc = subprocess.Popen([SLOCAP, "record", "--out", str(out), "--config", str(cfg), "--signals", "dns"],
@@ -90,7 +92,7 @@ def test_after_kill_9_the_run_reads_cut_and_repair_counts_what_is_on_disk(tmp_pa
     assert repaired["repaired"]["rows"]["kernel_events"] == rows
     n = subprocess.run([SLOAN, "sql", "SELECT count(*) AS n FROM kernel_events", "--runs", str(run_dir),
                         "--format", "csv"], capture_output=True, text=True, timeout=120)
-    assert n.stdout.split() == ["n", str(rows)] and "was cut" in n.stderr
+    assert list(csv.reader(n.stdout.splitlines())) == [["n"], [str(rows)]] and "was cut" in n.stderr
 
     again = subprocess.run([SLOCAP, "repair", str(run_dir)], capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and f"kernel_events {rows:,} rows" in again.stdout  # idempotent
@@ -98,6 +100,7 @@ def test_after_kill_9_the_run_reads_cut_and_repair_counts_what_is_on_disk(tmp_pa
 
 @pytest.mark.kernel
 def test_repair_refuses_a_run_that_finished_or_is_being_recorded(tmp_path):
+    """slocap repair on a finished run or one being recorded: a one-line refusal, nothing changed."""
     from runfmt.manifest import hold_recording, write_manifest
 
     run_dir = tmp_path / "run=x"
@@ -116,6 +119,7 @@ def test_repair_refuses_a_run_that_finished_or_is_being_recorded(tmp_path):
 
 @pytest.mark.kernel
 def test_a_busy_otlp_port_fails_at_start_and_leaves_no_run(tmp_path):
+    """A busy OTLP port: a one-line error at start and no run left behind; --otlp-optional records without spans."""
     out = tmp_path / "runs"
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -141,6 +145,7 @@ def test_a_busy_otlp_port_fails_at_start_and_leaves_no_run(tmp_path):
 
 @pytest.mark.kernel
 def test_an_otlp_bind_beyond_loopback_is_warned_and_recorded(tmp_path):
+    """OTLP bound to 0.0.0.0: a warning on stderr and otlp.exposed in the manifest."""
     port = _free_port()
     cfg = _config(tmp_path, otlp={"endpoint": f"0.0.0.0:{port}"})
     done = subprocess.run([SLOCAP, "record", "--out", str(tmp_path / "runs"), "--config", str(cfg),
@@ -167,6 +172,7 @@ def small_disk(tmp_path):
 
 @pytest.mark.kernel
 def test_a_full_disk_loses_at_most_the_rows_since_the_last_part_and_says_how_many(tmp_path, small_disk):
+    """A full disk (tmpfs): one-line ENOSPC error naming the rows not written (about a second's), every part whole."""
     # free space is under low_space_bytes from the start: parts close every second
     cfg = _config(tmp_path, capture={"part_max_seconds": 60, "low_space_bytes": 64 << 20})
     out = small_disk / "runs"

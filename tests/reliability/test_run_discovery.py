@@ -8,6 +8,7 @@ from tests.support.runs import write_run
 
 
 def test_a_run_symlinked_into_a_runs_root_is_read_like_any_other(tmp_path, sloan):
+    """A run folder symlinked into a runs root (and a link cycle): read like any other run."""
     elsewhere = tmp_path / "elsewhere"
     real = write_run(elsewhere, "linked", tag="main", scenario="dns_latency")
     root = tmp_path / "runs" / "tag=main" / "scenario=dns_latency"
