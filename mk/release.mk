@@ -21,7 +21,7 @@ BENCH_DIR ?= build/bench
 RELEASE_BCC_DEBS := python3-bpfcc
 
 # release-bench: one input of BENCHMARKS.md each, with these settings. overhead needs
-# root and a quiet machine (lab workload, 20 pairs per tool + 20 A/A: about 50 min);
+# root and a quiet machine (lab workload, 20 pairs per tool + 20 A/A of 30 s windows: about 1.5 h);
 # correlate_throughput 12-16 GiB of RAM for 10M events (a few minutes); score and repro
 # read the committed labelled set; compare needs runs of both tags (the weekly job's).
 RELEASE_BENCHES ?= overhead correlate_throughput score repro compare
