@@ -13,7 +13,7 @@ BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -I build -I bpf
 
-.PHONY: setup deb tracefs venv bpf bcc wheel demo dataset model test test-unit bench reliability clean
+.PHONY: setup deb tracefs venv bpf bcc wheel demo dataset dataset-sweep model test test-unit bench reliability clean
 
 setup: deb tracefs venv bpf bcc
 
@@ -93,6 +93,15 @@ dataset: setup
 	$(VENV)/bin/slocap lab run --scenario all --reps $(REPS) --tag main --profile smoke --out build/dataset-runs
 	rm -rf $(DATASET)/tag=*
 	$(PY) -m replay.dataset compact build/dataset-runs $(DATASET) --reps $(REPS) --mixed-reps $(MIXED_REPS)
+
+# The severity sweep (replay/sweep.py): every fault at three settings, SWEEP_REPS runs each,
+# 3x as many baselines, the mixed pairs; resumable, about 3.6 h at 7 reps. Not committed:
+# score it with `sloan score --runs $(SWEEP) [--split intensity]`.
+SWEEP_REPS ?= 7
+SWEEP ?= build/sweep
+dataset-sweep: setup
+	$(VENV)/bin/slocap lab sweep --reps $(SWEEP_REPS) --tag main --out $(SWEEP)
+	$(VENV)/bin/sloan score --runs $(SWEEP)
 
 # The attribution model sloan attribute uses by default: fitted on the training split of
 # the committed labelled set (seed 42), with its provenance and its test-split score

@@ -20,6 +20,7 @@ def lab() -> None:
     \b
     slocap lab run --scenario dns_latency --reps 3 --tag main --profile smoke --out runs
     slocap lab run --scenario all --profile full --tag v0.2-rc --out runs
+    slocap lab sweep --out build/sweep    every fault at three settings (resumable)
     slocap lab cleanup          remove what a killed run left behind
     """
 
@@ -92,6 +93,62 @@ def lab_run(scenarios: tuple[str, ...], reps: int, tag: str, profile: str, out: 
     c = Console(highlight=False)
     for r in runs:
         c.print(f"{r.scenario} rep {r.rep}: {r.summary.render()}  → {r.run_dir}", soft_wrap=True)
+
+
+@lab.command("sweep")
+@click.option("--reps", type=click.IntRange(min=1), default=7, show_default=True,
+              help="Runs per fault setting (baseline: 3x, mixed pairs: 1x).")
+@click.option("--tag", default="main", show_default=True, help="Release tag the runs belong to.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Runs root; runs already there count, so a cut sweep resumes.")
+@click.option("--scenario", "scenarios", multiple=True, help="Only these scenarios (repeatable).")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the load and every draw.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON config merged over config/defaults.json.")
+@click.option("--lab-index", type=click.IntRange(0, 99), default=0, show_default=True,
+              help="Which lab on this host (subnet 198.18.(100+N).0/24).")
+@click.option("--dry-run", is_flag=True, help="Print what is missing and stop.")
+def lab_sweep(reps: int, tag: str, out: Path, scenarios: tuple[str, ...], seed: int, config_path: Path | None,
+              lab_index: int, dry_run: bool) -> None:
+    """Every fault at three settings, mild to severe (smoke profile), plus baselines and
+    mixed pairs: the labelled set behind per-setting recall (replay/sweep.py).
+
+    \b
+    Resumes: settings that already have --reps complete runs under --out are skipped.
+    With 7 reps: 9 faults x 3 settings, 21 baselines, 4 mixed pairs x 7: about 3 h.
+      slocap lab sweep --out build/sweep --dry-run
+      slocap lab sweep --out build/sweep && sloan score --runs build/sweep --split intensity
+    """
+    from capture.preflight import check_host
+    from replay.runner import LabOptions, run_lab
+    from replay.sweep import missing, plan
+    from runfmt.config import load_config
+
+    todo = [(step, missing(step, out, tag)) for step in plan(reps, list(scenarios) or None)]
+    left = sum(n for _, n in todo)
+    click.echo(f"sweep into {out}: {left} run(s) to go of {sum(s.reps for s, _ in todo)} "
+               f"(about {left * 55 / 3600:.1f} h at ~55 s a smoke run)")
+    for step, n in todo:
+        if n:
+            click.echo(f"  {step.describe()}: {n} of {step.reps}")
+    if dry_run or not left:
+        return
+    check_host("core")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    config = load_config(config_path)
+    try:
+        for step, n in todo:
+            if not n:
+                continue
+            opts = LabOptions(scenarios=[step.scenario], reps=n, tag=tag, profile="smoke", runs_root=out,
+                              config=config, seed=seed, lab_index=lab_index,
+                              fault_params={step.scenario: step.params} if step.params else {})
+            for r in run_lab(opts):
+                click.echo(f"{step.describe()} rep {r.rep}: {r.summary.render()}  → {r.run_dir}")
+    except KeyboardInterrupt:
+        click.echo("interrupted: the lab was cleaned up; run the same command again to resume", err=True)
+        sys.exit(ExitCode.USER)
 
 
 def _fault_params(settings: tuple[str, ...]) -> dict[str, dict]:
