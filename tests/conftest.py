@@ -49,6 +49,7 @@ def pytest_collection_modifyitems(config, items):
 @dataclass
 class Recording:
     run_dir: Path
+    otlp_endpoint: str | None = None  # host:port of the recorder's OTLP/HTTP receiver
     result: object = None
     events: pa.Table | None = None
     _rows: list[dict] = field(default_factory=list)
@@ -94,7 +95,7 @@ def recording(tmp_path):
         assert ready.wait(30), "recorder did not start within 30 s"
         if "error" in outcome:
             raise outcome["error"]
-        session = Recording(rec.run_dir)
+        session = Recording(rec.run_dir, f"127.0.0.1:{rec.receiver.http_port}" if rec.receiver else None)
         try:
             yield session
         finally:

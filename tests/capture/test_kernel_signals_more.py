@@ -98,14 +98,13 @@ def test_trace_context_of_a_span_stamps_its_dns_lookup(recording):
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     from capture.tracing import KernelTraceContextProcessor
-    from runfmt.config import load_config
 
-    endpoint = load_config()["otlp"]["endpoint"]
-    provider = TracerProvider()
-    provider.add_span_processor(KernelTraceContextProcessor())
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"http://{endpoint}/v1/traces")))
-    tracer = provider.get_tracer("test")
     with recording(["dns", "connect"]) as rec:
+        provider = TracerProvider()
+        provider.add_span_processor(KernelTraceContextProcessor())
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
+            endpoint=f"http://{rec.otlp_endpoint}/v1/traces")))
+        tracer = provider.get_tracer("test")
         with tracer.start_as_current_span("retrieve") as span:
             socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
             ctx = span.get_span_context()
