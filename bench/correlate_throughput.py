@@ -8,8 +8,9 @@ kernel_events/part-*.parquet, spans/part-*.parquet in parts of 200,000 rows, zst
 recorder writes them), then times, each in its own fresh process:
 
   DuckDB  analyze.correlate.correlate([run], window_ms=500), the function `sloan correlate`
-          calls: open the run, the SQL steps of sql/correlate_*.sql, and the three outputs
-          (correlated, enriched_spans, unmatched .parquet) written beside the run.
+          calls: open the run, the SQL steps of sql/correlate_*.sql time slice by time slice,
+          and the three outputs (correlated, enriched_spans, unmatched .parquet) streamed
+          into files beside the run (--memory-limit: DuckDB's, as `sloan correlate` takes it).
   pandas  the same tiers in pandas, same inputs, same outputs (written elsewhere):
           pd.read_parquet; trace_id as an equality merge (on trace_id+span_id, or on
           trace_id alone for events without a span_id, then the innermost span) with the
@@ -68,17 +69,23 @@ What the generator writes (GENERATED, per span and event category):
 
 Sizes: 1M, 2M, 5M, 10M events (--sizes), spans = events / 10. Growth = time at a size / time
 at the 1M size (or the smallest size given); the data grows by the factor printed beside it.
-Peak RSS is the worker process's (ru_maxrss), interpreter and libraries included.
+Peak RSS is the worker process's (ru_maxrss), interpreter and libraries included; CPU s is
+its user + system time over the timed part (all its threads), a steadier figure than the wall
+time when other work shares the host: the load average (1 minute) is printed beside each.
 Both sides run with every CPU unless --threads N (DuckDB threads, Arrow's CPU pool; pandas'
 own steps are single-threaded either way).
 
-Memory: each worker's peak grows about linearly, about 1.4 GiB at 1M events for either side,
-so plan on 12-16 GiB of RAM for the 10M size (the workers run one after the other).
+Memory: the DuckDB worker holds about one time slice of events (a million) at a time, so its
+peak stays near 1-1.5 GiB whatever the size; pandas' grows about linearly, 1.1-1.3 GiB per
+million events, so plan on 12-16 GiB of RAM for the 10M size (the workers run one after the
+other), or pass --skip-pandas (agreement is then checked against the construction only).
 
 Usage (run on a quiet machine; the 10M size takes a few minutes):
   .venv/bin/pip install -e '.[bench]'                 # pandas
   .venv/bin/python bench/correlate_throughput.py --json build/correlate_throughput.json
   .venv/bin/python bench/correlate_throughput.py --sizes 100k,200k --lanes 4
+  .venv/bin/python bench/correlate_throughput.py --sizes 1M,2M --repeat 3   # on a shared host
+  .venv/bin/python bench/correlate_throughput.py --sizes 10M --memory-limit 1.5GB --skip-pandas
 """
 
 from __future__ import annotations
@@ -366,11 +373,11 @@ def generate_run(run_dir: Path, n_events: int, n_spans: int, *, seed: int = 42, 
 
 # --- the DuckDB path, as `sloan correlate` runs it -------------------------------------------
 
-def correlate_duckdb(run_dir: Path, window_ms: int = DEFAULT_WINDOW_MS) -> dict:
+def correlate_duckdb(run_dir: Path, window_ms: int = DEFAULT_WINDOW_MS, memory_limit: str | None = None) -> dict:
     """analyze.correlate.correlate, what `sloan correlate --runs RUN` calls; writes the outputs beside the run."""
     from analyze.correlate import correlate
 
-    summary = correlate([run_dir], window_ms=window_ms, write=True)
+    summary = correlate([run_dir], window_ms=window_ms, write=True, memory_limit=memory_limit)
     return {"events": summary.events, "spans": summary.spans, "matched": summary.matched,
             "unmatched": summary.unmatched, "spans_enriched": summary.spans_enriched, "tiers": summary.tiers}
 
@@ -627,14 +634,18 @@ def _worker(a: argparse.Namespace) -> None:
     import analyze.correlate  # noqa: F401
     import analyze.session  # noqa: F401
     rss_before = _rss_now()
+    load_before = os.getloadavg()[0]
+    used = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     if a.worker == "duckdb":
-        result = correlate_duckdb(a.run_dir, a.window_ms)
+        result = correlate_duckdb(a.run_dir, a.window_ms, a.memory_limit)
     else:
         result = correlate_pandas(a.run_dir, a.out_dir, a.window_ms)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_bytes": peak, "rss_before_bytes": rss_before, **result}))
+    done = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = done.ru_utime - used.ru_utime + done.ru_stime - used.ru_stime
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_bytes": done.ru_maxrss * 1024,
+                      "rss_before_bytes": rss_before, "load_avg": [load_before, os.getloadavg()[0]], **result}))
 
 
 def _run_worker(impl: str, run_dir: Path, a: argparse.Namespace, *args: str) -> dict:
@@ -643,10 +654,18 @@ def _run_worker(impl: str, run_dir: Path, a: argparse.Namespace, *args: str) -> 
            "--window-ms", str(a.window_ms), *args]
     if a.threads:
         cmd += ["--threads", str(a.threads)]
+    if a.memory_limit and impl == "duckdb":
+        cmd += ["--memory-limit", a.memory_limit]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"the {impl} worker failed (exit {done.returncode}); its error is above")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run of median time (the lower middle one of an even count), with every run's times."""
+    run = sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+    return run | {"runs_seconds": [r["seconds"] for r in runs], "runs_cpu_seconds": [r["cpu_seconds"] for r in runs]}
 
 
 def parse_size(text: str) -> int:
@@ -691,48 +710,73 @@ def _print_report(results: list[dict], a: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    con = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
     base = next((r for r in results if r["events"] == 1_000_000), results[0])
+    limit = f", DuckDB memory limit {a.memory_limit}" if a.memory_limit else ""
     t = Table(title=f"correlation throughput on GENERATED data (seed {a.seed}, spans = events x {a.span_ratio:g}, "
                     f"lanes {a.lanes}, window {a.window_ms} ms, threads: {a.threads or 'all'} of {os.cpu_count()} "
-                    f"CPUs); growth = time / time at {_short(base['events'])} events", title_justify="left")
-    for col in ("events (x data)", "spans", "DuckDB s", "events/s", "peak RSS", "growth",
-                "pandas s", "events/s", "peak RSS", "growth", "pandas / DuckDB"):
+                    f"CPUs{limit}); growth = time / time at {_short(base['events'])} events", title_justify="left")
+    for col in ("events (x data)", "spans", "DuckDB s", "CPU s", "events/s", "peak RSS", "growth",
+                "pandas s", "CPU s", "events/s", "peak RSS", "growth", "pandas / DuckDB"):
         t.add_column(col, justify="right")
+
+    def cells(impl: str, r: dict) -> list[str]:
+        x = r[impl]
+        if x is None:
+            return ["-"] * 5
+        return [f"{x['seconds']:.2f}", f"{x['cpu_seconds']:.2f}", f"{r['events'] / x['seconds']:,.0f}",
+                f"{x['peak_rss_bytes'] / 2**30:.2f} GiB", f"{x['seconds'] / base[impl]['seconds']:.2f}x"]
+
     for r in results:
         d, p = r["duckdb"], r["pandas"]
         t.add_row(f"{_short(r['events'])} ({r['events'] / base['events']:.1f}x)", _short(r["spans"]),
-                  f"{d['seconds']:.2f}", f"{r['events'] / d['seconds']:,.0f}", f"{d['peak_rss_bytes'] / 2**30:.2f} GiB",
-                  f"{d['seconds'] / base['duckdb']['seconds']:.2f}x",
-                  f"{p['seconds']:.2f}", f"{r['events'] / p['seconds']:,.0f}", f"{p['peak_rss_bytes'] / 2**30:.2f} GiB",
-                  f"{p['seconds'] / base['pandas']['seconds']:.2f}x", f"{p['seconds'] / d['seconds']:.2f}")
+                  *cells("duckdb", r), *cells("pandas", r), "-" if p is None else f"{p['seconds'] / d['seconds']:.2f}")
     con.print(t)
-    tt = Table(title="events per best tier: one figure where DuckDB = pandas = by construction, else "
-                     "DuckDB / pandas / by construction" + ("" if a.lanes == 1 else " (exact only with --lanes 1)"),
-               title_justify="left")
+    loads = "; ".join(f"{_short(r['events'])} DuckDB {r['duckdb']['load_avg'][0]:.2f} -> {r['duckdb']['load_avg'][1]:.2f}"
+                      + ("" if r["pandas"] is None else
+                         f", pandas {r['pandas']['load_avg'][0]:.2f} -> {r['pandas']['load_avg'][1]:.2f}")
+                      for r in results)
+    con.print(f"Load average (1 min) when each worker started -> ended, on {os.cpu_count()} CPUs: {loads}.",
+              soft_wrap=True)
+    who = "DuckDB / by construction" if any(r["pandas"] is None for r in results) else "DuckDB / pandas / by construction"
+    tt = Table(title=f"events per best tier: one figure where they agree, else {who}"
+                     + ("" if a.lanes == 1 else " (exact only with --lanes 1)"), title_justify="left")
     for col in ("events", *TIERS, "no candidate", "same tier", "same span"):
         tt.add_column(col, justify="right")
     for r in results:
         g, e = r["agreement"], r["generated"]["expected_tiers"]
-        cells = []
+        row = []
         for tier in (*TIERS, "none"):
-            dv, pv, ev = g["duckdb_tiers"][tier], g["pandas_tiers"][tier], e[tier]
-            cells.append(f"{dv:,}" if dv == pv == ev else f"{dv:,} / {pv:,} / {ev:,}")
-        tt.add_row(_short(r["events"]), *cells, f"{100 * g['tier_agreement']:.3f} %",
-                   f"{100 * g['span_agreement']:.3f} %")
+            values = [g["duckdb_tiers"][tier], *([] if g["pandas_tiers"] is None else [g["pandas_tiers"][tier]]),
+                      e[tier]]
+            row.append(f"{values[0]:,}" if len(set(values)) == 1 else " / ".join(f"{v:,}" for v in values))
+        same = ["-", "-"] if g["pandas_tiers"] is None else [f"{100 * g['tier_agreement']:.3f} %",
+                                                              f"{100 * g['span_agreement']:.3f} %"]
+        tt.add_row(_short(r["events"]), *row, *same)
     con.print(tt)
     gen = ", ".join(f"{_short(r['events'])} {r['generated']['seconds']:.1f} s" for r in results)
     con.print(f"Generated in (not in the times above): {gen}. DuckDB: the whole `sloan correlate` of one run (read, "
               "tiers, 3 outputs written); pandas: read, the same tiers, the same 3 outputs written. Peak RSS: each "
-              "worker process's own, interpreter included. same span: of the events with the same tier.",
-              soft_wrap=True)
+              "worker process's own, interpreter included. CPU s: its user + system time, every thread. "
+              + (f"Each side ran {a.repeat} times, alternating; the figures are its median run. "
+                 if a.repeat > 1 else "") +
+              "same span: of the events with the same tier.", soft_wrap=True)
     for r in results:
         g = r["agreement"]
-        if g["tier_disagreements"] or g["span_disagreements"]:
+        if g["pandas_tiers"] is not None and (g["tier_disagreements"] or g["span_disagreements"]):
             con.print(f"{_short(r['events'])}: {g['tier_disagreements']:,} events differ in tier, "
                       f"{g['span_disagreements']:,} in span (same tier): merge_asof keeps the span that started last "
                       "before the event and the next one after it per group, the SQL every span whose band holds "
                       f"the event (overlapping spans; see --help). First ones: {g['examples']}", soft_wrap=True)
+
+
+def tiers_written(duckdb_dir: Path) -> dict:
+    """Events per best tier in the outputs beside a run (the agreement when pandas is skipped)."""
+    got: dict = {}
+    for f in ("correlated.parquet", "unmatched.parquet"):
+        for v in pc.value_counts(pq.read_table(duckdb_dir / f, columns=["tier"]).column("tier")).to_pylist():
+            got[v["values"] or "none"] = got.get(v["values"] or "none", 0) + v["counts"]
+    return {"duckdb_tiers": {t: got.get(t, 0) for t in (*TIERS, "none")}, "pandas_tiers": None}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -751,6 +795,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="where the generated runs go (default: a temporary folder, removed at the end)")
     ap.add_argument("--keep", action="store_true", help="keep the generated runs and outputs")
     ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write every figure as JSON")
+    ap.add_argument("--memory-limit", default=None, metavar="SIZE",
+                    help="DuckDB's memory limit, as `sloan correlate --memory-limit` takes it (e.g. 2GB)")
+    ap.add_argument("--skip-pandas", action="store_true",
+                    help="time DuckDB only; its tiers are checked against the construction")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="time each side N times, alternating, and keep its median run (default 1)")
     # a worker process: one timed correlation
     ap.add_argument("--worker", choices=("generate", "duckdb", "pandas"), help=argparse.SUPPRESS)
     ap.add_argument("--events", type=int, help=argparse.SUPPRESS)
@@ -762,12 +812,23 @@ def main(argv: list[str] | None = None) -> None:
     if a.worker:
         _worker(a)
         return
-    if a.span_ratio <= 0 or a.lanes < 1 or (a.threads is not None and a.threads < 1) or not a.sizes:
-        ap.error("--span-ratio must be > 0, --lanes and --threads >= 1, --sizes not empty")
-    try:
-        import pandas  # noqa: F401
-    except ImportError:
-        raise SystemExit("pandas is not installed: .venv/bin/pip install -e '.[bench]'") from None
+    if (a.span_ratio <= 0 or a.lanes < 1 or (a.threads is not None and a.threads < 1) or not a.sizes
+            or a.repeat < 1):
+        ap.error("--span-ratio must be > 0, --lanes, --threads and --repeat >= 1, --sizes not empty")
+    if a.memory_limit:
+        from analyze.correlate import parse_memory_limit
+        from runfmt.errors import ConfigError
+
+        try:
+            parse_memory_limit(a.memory_limit)
+        except ConfigError as exc:
+            ap.error(exc.message)
+    if not a.skip_pandas:
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise SystemExit("pandas is not installed: .venv/bin/pip install -e '.[bench]', "
+                             "or pass --skip-pandas") from None
 
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="correlate-bench-"))
     results = []
@@ -781,15 +842,28 @@ def main(argv: list[str] | None = None) -> None:
             gen = _run_worker("generate", run_dir, a, "--events", str(n), "--spans", str(m), "--seed", str(a.seed),
                               "--lanes", str(a.lanes))
             _progress(f"{tag} generated in {gen['seconds']:.1f} s, {gen['bytes'] / 2**20:.0f} MiB of Parquet")
-            _progress(f"{tag} DuckDB: sloan correlate")
-            duck = _run_worker("duckdb", run_dir, a)
-            _progress(f"{tag} DuckDB {duck['seconds']:.2f} s, peak RSS {duck['peak_rss_bytes'] / 2**30:.2f} GiB")
-            _progress(f"{tag} pandas: merge_asof")
-            pand = _run_worker("pandas", run_dir, a, "--out-dir", str(size_dir / "pandas"))
-            _progress(f"{tag} pandas {pand['seconds']:.2f} s, peak RSS {pand['peak_rss_bytes'] / 2**30:.2f} GiB")
-            agreement = compare_outputs(run_dir, size_dir / "pandas")
-            _progress(f"{tag} tiers agree for {100 * agreement['tier_agreement']:.3f} % of events, "
-                      f"same span for {100 * agreement['span_agreement']:.3f} %")
+            duck_runs, pand_runs = [], []
+            for i in range(a.repeat):
+                again = f" ({i + 1} of {a.repeat})" if a.repeat > 1 else ""
+                _progress(f"{tag} DuckDB: sloan correlate{again}")
+                duck_runs.append(_run_worker("duckdb", run_dir, a))
+                _progress(f"{tag} DuckDB {duck_runs[-1]['seconds']:.2f} s ({duck_runs[-1]['cpu_seconds']:.2f} s CPU), "
+                          f"peak RSS {duck_runs[-1]['peak_rss_bytes'] / 2**30:.2f} GiB")
+                if not a.skip_pandas:
+                    _progress(f"{tag} pandas: merge_asof{again}")
+                    pand_runs.append(_run_worker("pandas", run_dir, a, "--out-dir", str(size_dir / "pandas")))
+                    _progress(f"{tag} pandas {pand_runs[-1]['seconds']:.2f} s ({pand_runs[-1]['cpu_seconds']:.2f} s "
+                              f"CPU), peak RSS {pand_runs[-1]['peak_rss_bytes'] / 2**30:.2f} GiB")
+            duck = _median_run(duck_runs)
+            if a.skip_pandas:
+                pand, agreement = None, tiers_written(run_dir)
+                agree = agreement["duckdb_tiers"] == gen["expected_tiers"]
+                _progress(f"{tag} DuckDB's tiers {'agree with' if agree else 'differ from'} the construction")
+            else:
+                pand = _median_run(pand_runs)
+                agreement = compare_outputs(run_dir, size_dir / "pandas")
+                _progress(f"{tag} tiers agree for {100 * agreement['tier_agreement']:.3f} % of events, "
+                          f"same span for {100 * agreement['span_agreement']:.3f} %")
             results.append({"events": n, "spans": m, "generated": gen, "duckdb": duck, "pandas": pand,
                             "agreement": agreement})
             if not a.keep:
@@ -803,13 +877,16 @@ def main(argv: list[str] | None = None) -> None:
         base = next((r for r in results if r["events"] == 1_000_000), results[0])
         for r in results:
             for impl in ("duckdb", "pandas"):
+                if r[impl] is None:
+                    continue
                 r[impl]["events_per_s"] = r["events"] / r[impl]["seconds"]
                 r[impl]["growth"] = r[impl]["seconds"] / base[impl]["seconds"]
             r["data_growth"] = r["events"] / base["events"]
         a.json.write_text(json.dumps({
             "data": "GENERATED (bench/correlate_throughput.py, seeded numpy), not recorded",
             "params": {"sizes": a.sizes, "span_ratio": a.span_ratio, "lanes": a.lanes, "seed": a.seed,
-                       "threads": a.threads, "window_ms": a.window_ms, "growth_base_events": base["events"]},
+                       "threads": a.threads, "window_ms": a.window_ms, "memory_limit": a.memory_limit,
+                       "skip_pandas": a.skip_pandas, "repeat": a.repeat, "growth_base_events": base["events"]},
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), **_versions()},
             "results": results}, indent=2) + "\n")
         _progress(f"wrote {a.json}")

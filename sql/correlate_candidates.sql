@@ -1,6 +1,8 @@
--- correlate_candidates: step 3 of correlation. For each kernel event and each tier it meets,
--- the tier's best span: the shortest, then the smallest span_id (then trace_id). Reducing per
--- tier here keeps the table at most 4 rows per event however many spans a tier matches.
+-- correlate_candidates: step 7 of correlation. Each kernel event's best pair: its best tier and,
+-- within that tier, the best span, named by its pref (correlate_span_keys.sql: the lowest is the
+-- shortest, then the smallest span_id, then trace_id). The tiers cascade: an event paired at a
+-- tier does not enter the tiers below it, so most events meet one or two joins, not four.
+-- Everything here is an integer but the trace and span ids the trace_id tier compares.
 -- Tiers, as docs/architecture.md fixes them (boundaries inclusive):
 --   trace_id      1.0   the event carries the span's trace_id and span_id, or only the trace_id
 --                       (then the innermost span of that trace, taken as the shortest), and
@@ -15,111 +17,152 @@
 --                       host_name when that is null; within 500 ms. Diagnostic only.
 -- "Within X ms of the span": start_ns - X <= ts_ns <= end_ns + X, X = least(tier ms, $window_ms),
 -- so no pair lies farther apart than the window.
--- Plan: each branch is an equi-join on the tier's keys with the time band as a join condition
--- (a hash join, never a cross join). The pod and service tiers add a 1-second time bucket to
--- the keys: a span is listed once per bucket its band touches, an event is looked up in its
--- own bucket only, so a busy pod or service does not make each event scan all its spans.
--- The bucket narrows the search; the band condition alone decides a match.
+-- Plan: every tier is an equi-join on the tier's keys with the time band as a join condition
+-- (a hash join, never a cross join). Pods, nodes, services and addresses are compared as the
+-- integers of correlate_dictionary.sql; trace and span ids are compared once, in the trace_id
+-- tier. The pod and service tiers add a 1-second time bucket to the keys: a span is listed once
+-- per bucket its band touches inside the slice, an event is looked up in its own bucket only,
+-- so a busy pod or service does not make each event scan all its spans. The bucket narrows the
+-- search; the band condition alone decides a match.
+-- Slices: only spans whose band reaches into [$ts_first, $ts_last] take part, and a span's
+-- buckets stop at the slice's edges. An event of the slice therefore meets every span it would
+-- meet in a whole-run pass: the slices overlap on the spans' side, never on the events'.
 -- parameters: $window_ms (integer, milliseconds, >= 1; config correlation.window_ms);
---             $conf_<tier> (each tier's confidence, from analyze/correlate.py CONFIDENCE)
--- reads: corr_events (correlate_events.sql), corr_spans (correlate_spans.sql)
--- columns: event_no, tier (VARCHAR), confidence (DOUBLE), trace_id, span_id (the span's ids),
---          span_duration_ns (end_ns - start_ns, ns); one row per event and tier met
+--             $conf_<tier> (each tier's confidence, from analyze/correlate.py CONFIDENCE);
+--             $ts_first, $ts_last (BIGINT ns, the slice as in correlate_events.sql)
+-- reads: corr_events, corr_event_keys, corr_span_keys, corr_pod_services
+-- columns: event_no, tier (VARCHAR), confidence (DOUBLE), pref (BIGINT: the span, as ranked in
+--          corr_span_keys); one row per event paired at some tier, none for the others
 WITH
-banded AS (  -- each span's band per tier, in ns
-    SELECT *,
-           start_ns - least(100, $window_ms::BIGINT) * 1000000 AS pid_lo,
-           end_ns + least(100, $window_ms::BIGINT) * 1000000 AS pid_hi,
-           start_ns - least(250, $window_ms::BIGINT) * 1000000 AS conn_lo,
-           end_ns + least(250, $window_ms::BIGINT) * 1000000 AS conn_hi,
-           start_ns - least(500, $window_ms::BIGINT) * 1000000 AS svc_lo,
-           end_ns + least(500, $window_ms::BIGINT) * 1000000 AS svc_hi
-    FROM corr_spans
-    WHERE start_ns IS NOT NULL AND end_ns IS NOT NULL
+live AS MATERIALIZED (  -- the spans whose widest band reaches into the slice
+    SELECT *
+    FROM corr_span_keys
+    WHERE start_ns - least(500, $window_ms::BIGINT) * 1000000 <= $ts_last
+      AND end_ns + least(500, $window_ms::BIGINT) * 1000000 >= $ts_first
 ),
-pid_spans AS (
-    SELECT trace_id, span_id, start_ns, end_ns, pid_lo, pid_hi, k8s_pod_name, process_pid,
-           unnest(range(pid_lo // 1000000000, pid_hi // 1000000000 + 1)) AS bucket
-    FROM banded
-    WHERE k8s_pod_name IS NOT NULL AND process_pid IS NOT NULL
-),
-conn_ends AS (  -- a span's connection seen from either end: (src, dst) = (local, peer), (peer, local)
-    SELECT trace_id, span_id, start_ns, end_ns, conn_lo, conn_hi, k8s_pod_name,
-           client_address AS src_addr, client_port AS src_port,
-           coalesce(network_peer_address, server_address) AS dst_addr,
-           coalesce(network_peer_port, server_port) AS dst_port
-    FROM banded
-    UNION ALL
-    SELECT trace_id, span_id, start_ns, end_ns, conn_lo, conn_hi, k8s_pod_name,
-           coalesce(network_peer_address, server_address), coalesce(network_peer_port, server_port),
-           client_address, client_port
-    FROM banded
-),
-conn_spans AS (
-    SELECT *, unnest(range(conn_lo // 1000000000, conn_hi // 1000000000 + 1)) AS bucket
-    FROM conn_ends
-    WHERE k8s_pod_name IS NOT NULL
-      AND src_addr IS NOT NULL AND src_port IS NOT NULL AND dst_addr IS NOT NULL AND dst_port IS NOT NULL
-),
-pod_services AS (
-    SELECT DISTINCT k8s_pod_name AS pod, service_name
-    FROM corr_spans
-    WHERE k8s_pod_name IS NOT NULL AND service_name IS NOT NULL
-),
-svc_spans AS (
-    SELECT trace_id, span_id, start_ns, end_ns, svc_lo, svc_hi, service_name,
-           coalesce(k8s_node_name, host_name) AS node,
-           unnest(range(svc_lo // 1000000000, svc_hi // 1000000000 + 1)) AS bucket
-    FROM banded
-    WHERE service_name IS NOT NULL AND coalesce(k8s_node_name, host_name) IS NOT NULL
-),
-pairs AS (  -- every (event, span) pair that meets a tier; one branch per tier, each joining
-            -- on its own keys, so the branches look alike by design
-    -- trace_id, the event names its span
-    SELECT e.event_no, s.trace_id, s.span_id, s.end_ns - s.start_ns AS span_duration_ns,
-           'trace_id' AS tier, $conf_trace_id::DOUBLE AS confidence
+-- trace_id: the event names its span, or only its trace
+trace_pairs AS (
+    SELECT e.event_no, s.pref
     FROM corr_events e
-    JOIN corr_spans s
+    JOIN live s
       ON s.trace_id = e.event_trace_id AND s.span_id = e.event_span_id
      AND e.ts_ns BETWEEN s.start_ns AND s.end_ns
     UNION ALL
-    -- trace_id, the event carries only the trace
-    SELECT e.event_no, s.trace_id, s.span_id, s.end_ns - s.start_ns,
-           'trace_id', $conf_trace_id::DOUBLE
+    SELECT e.event_no, s.pref
     FROM corr_events e
-    JOIN corr_spans s
+    JOIN live s
       ON s.trace_id = e.event_trace_id AND e.event_span_id IS NULL
      AND e.ts_ns BETWEEN s.start_ns AND s.end_ns
-    UNION ALL
-    SELECT e.event_no, s.trace_id, s.span_id, s.end_ns - s.start_ns,
-           'pod_pid', $conf_pod_pid::DOUBLE
-    FROM corr_events e
+),
+trace_hits AS MATERIALIZED (
+    SELECT event_no, min(pref) AS pref
+    FROM trace_pairs
+    GROUP BY event_no
+),
+after_trace AS MATERIALIZED (  -- every pod tier needs a pod some span names
+    SELECT e.*
+    FROM corr_event_keys e
+    ANTI JOIN trace_hits h ON h.event_no = e.event_no
+    WHERE e.pod_id IS NOT NULL
+),
+-- pod_pid
+pid_spans AS (
+    SELECT pod_id, pid, pref, lo, hi,
+           unnest(range(greatest(lo, $ts_first) // 1000000000, least(hi, $ts_last) // 1000000000 + 1)) AS bucket
+    FROM (SELECT *,
+                 start_ns - least(100, $window_ms::BIGINT) * 1000000 AS lo,
+                 end_ns + least(100, $window_ms::BIGINT) * 1000000 AS hi
+          FROM live
+          WHERE pod_id IS NOT NULL AND pid IS NOT NULL)
+    WHERE lo <= $ts_last AND hi >= $ts_first
+),
+pid_hits AS MATERIALIZED (
+    SELECT e.event_no, min(s.pref) AS pref
+    FROM after_trace e
     JOIN pid_spans s
-      ON s.k8s_pod_name = e.pod AND s.process_pid = e.pid AND s.bucket = e.ts_ns // 1000000000
-     AND e.ts_ns BETWEEN s.pid_lo AND s.pid_hi
+      ON s.pod_id = e.pod_id AND s.pid = e.pid AND s.bucket = e.bucket
+     AND e.ts_ns BETWEEN s.lo AND s.hi
+    GROUP BY e.event_no
+),
+after_pid AS MATERIALIZED (
+    SELECT e.*
+    FROM after_trace e
+    ANTI JOIN pid_hits h ON h.event_no = e.event_no
+),
+-- pod_conn: the event's whole tuple; a span's connection seen from either end: (src, dst) = (local, peer), (peer, local)
+conn_events AS (
+    SELECT event_no, ts_ns, bucket, pod_id, saddr_id AS src_addr_id, sport AS src_port,
+           daddr_id AS dst_addr_id, dport AS dst_port
+    FROM after_pid
+    WHERE saddr_id IS NOT NULL AND sport IS NOT NULL AND daddr_id IS NOT NULL AND dport IS NOT NULL
+),
+conn_ends AS (
+    SELECT pref, start_ns, end_ns, pod_id,
+           local_addr_id AS src_addr_id, local_port AS src_port, peer_addr_id AS dst_addr_id, peer_port AS dst_port
+    FROM live
     UNION ALL
-    SELECT e.event_no, s.trace_id, s.span_id, s.end_ns - s.start_ns,
-           'pod_conn', $conf_pod_conn::DOUBLE
-    FROM corr_events e
+    SELECT pref, start_ns, end_ns, pod_id, peer_addr_id, peer_port, local_addr_id, local_port
+    FROM live
+),
+conn_spans AS (
+    SELECT *,
+           unnest(range(greatest(lo, $ts_first) // 1000000000, least(hi, $ts_last) // 1000000000 + 1)) AS bucket
+    FROM (SELECT *,
+                 start_ns - least(250, $window_ms::BIGINT) * 1000000 AS lo,
+                 end_ns + least(250, $window_ms::BIGINT) * 1000000 AS hi
+          FROM conn_ends
+          WHERE pod_id IS NOT NULL AND src_addr_id IS NOT NULL AND src_port IS NOT NULL
+            AND dst_addr_id IS NOT NULL AND dst_port IS NOT NULL)
+    WHERE lo <= $ts_last AND hi >= $ts_first
+),
+conn_hits AS MATERIALIZED (
+    SELECT e.event_no, min(s.pref) AS pref
+    FROM conn_events e
     JOIN conn_spans s
-      ON s.k8s_pod_name = e.pod AND s.bucket = e.ts_ns // 1000000000
-     AND s.src_addr = e.saddr AND s.src_port = e.sport
-     AND s.dst_addr = e.daddr AND s.dst_port = e.dport
-     AND e.ts_ns BETWEEN s.conn_lo AND s.conn_hi
-    UNION ALL
-    SELECT e.event_no, s.trace_id, s.span_id, s.end_ns - s.start_ns,
-           'service_node', $conf_service_node::DOUBLE
-    FROM corr_events e
-    JOIN pod_services p ON p.pod = e.pod
+      ON s.pod_id = e.pod_id AND s.bucket = e.bucket
+     AND s.src_addr_id = e.src_addr_id AND s.src_port = e.src_port
+     AND s.dst_addr_id = e.dst_addr_id AND s.dst_port = e.dst_port
+     AND e.ts_ns BETWEEN s.lo AND s.hi
+    GROUP BY e.event_no
+),
+after_conn AS MATERIALIZED (
+    SELECT e.*
+    FROM after_pid e
+    ANTI JOIN conn_hits h ON h.event_no = e.event_no
+    WHERE e.node_id IS NOT NULL
+),
+-- service_node: the event's pod -> its services, then service + node
+svc_spans AS (
+    SELECT service_id, node_id, pref, lo, hi,
+           unnest(range(greatest(lo, $ts_first) // 1000000000, least(hi, $ts_last) // 1000000000 + 1)) AS bucket
+    FROM (SELECT *,
+                 start_ns - least(500, $window_ms::BIGINT) * 1000000 AS lo,
+                 end_ns + least(500, $window_ms::BIGINT) * 1000000 AS hi
+          FROM live
+          WHERE service_id IS NOT NULL AND node_id IS NOT NULL)
+    WHERE lo <= $ts_last AND hi >= $ts_first
+),
+svc_events AS MATERIALIZED (  -- first the services of each event's pod, so the span join has all its keys
+    SELECT e.event_no, e.ts_ns, e.bucket, e.node_id, p.service_id
+    FROM after_conn e
+    JOIN corr_pod_services p ON p.pod_id = e.pod_id
+),
+svc_hits AS (
+    SELECT e.event_no, min(s.pref) AS pref
+    FROM svc_events e
     JOIN svc_spans s
-      ON s.service_name = p.service_name AND s.node = e.node AND s.bucket = e.ts_ns // 1000000000
-     AND e.ts_ns BETWEEN s.svc_lo AND s.svc_hi
+      ON s.service_id = e.service_id AND s.node_id = e.node_id AND s.bucket = e.bucket
+     AND e.ts_ns BETWEEN s.lo AND s.hi
+    GROUP BY e.event_no
 )
-SELECT event_no, tier, confidence, best.trace_id, best.span_id, best.span_duration_ns
-FROM (
-    SELECT event_no, tier, any_value(confidence) AS confidence,
-           arg_min({'trace_id': trace_id, 'span_id': span_id, 'span_duration_ns': span_duration_ns},
-                   (span_duration_ns, span_id, trace_id)) AS best
-    FROM pairs
-    GROUP BY event_no, tier
-)
+SELECT event_no, 'trace_id' AS tier, $conf_trace_id::DOUBLE AS confidence, pref
+FROM trace_hits
+UNION ALL
+SELECT event_no, 'pod_pid', $conf_pod_pid::DOUBLE, pref
+FROM pid_hits
+UNION ALL
+SELECT event_no, 'pod_conn', $conf_pod_conn::DOUBLE, pref
+FROM conn_hits
+UNION ALL
+SELECT event_no, 'service_node', $conf_service_node::DOUBLE, pref
+FROM svc_hits

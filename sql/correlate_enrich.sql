@@ -1,41 +1,15 @@
 -- correlate_enrich: the enriched_spans.parquet of a run. Every span, with aggregates of the
--- kernel events matched to it at confidence >= 0.7 (service_node pairs never count).
+-- kernel events matched to it at confidence >= 0.7 (service_node pairs never count), as
+-- correlate_span_totals.sql added them up. A run with many spans is written a range of start_ns
+-- at a time (analyze/correlate.py narrows corr_spans to each), so the sort holds one range.
 -- parameters: none
--- reads: corr_spans, corr_events, corr_best
+-- reads: corr_spans, corr_span_totals
 -- columns: the SPANS columns, then
 --   matched_events                   matched events of any signal
 --   <s>_count, <s>_ms_sum, <s>_ms_max  for s in dns, connect, tls, runqueue, mem_reclaim:
 --                                    events, summed and largest value_ns in milliseconds (DOUBLE)
 --   retransmits                      matched retransmit events
 -- Counts and sums are 0 for a span without such events, maxima null. Ordered by start_ns.
-WITH matched AS (
-    SELECT b.trace_id, b.span_id, e.signal, e.value_ns
-    FROM corr_best b
-    JOIN corr_events e ON e.event_no = b.event_no
-    WHERE b.enriches
-),
-per_span AS (  -- count, sum and max per signal: plain columns of the contract, alike by design
-    SELECT trace_id, span_id,
-        count(*) AS matched_events,
-        count(*) FILTER (WHERE signal = 'dns') AS dns_count,
-        sum(value_ns) FILTER (WHERE signal = 'dns') / 1e6 AS dns_ms_sum,
-        max(value_ns) FILTER (WHERE signal = 'dns') / 1e6 AS dns_ms_max,
-        count(*) FILTER (WHERE signal = 'connect') AS connect_count,
-        sum(value_ns) FILTER (WHERE signal = 'connect') / 1e6 AS connect_ms_sum,
-        max(value_ns) FILTER (WHERE signal = 'connect') / 1e6 AS connect_ms_max,
-        count(*) FILTER (WHERE signal = 'tls') AS tls_count,
-        sum(value_ns) FILTER (WHERE signal = 'tls') / 1e6 AS tls_ms_sum,
-        max(value_ns) FILTER (WHERE signal = 'tls') / 1e6 AS tls_ms_max,
-        count(*) FILTER (WHERE signal = 'retransmit') AS retransmits,
-        count(*) FILTER (WHERE signal = 'runqueue') AS runqueue_count,
-        sum(value_ns) FILTER (WHERE signal = 'runqueue') / 1e6 AS runqueue_ms_sum,
-        max(value_ns) FILTER (WHERE signal = 'runqueue') / 1e6 AS runqueue_ms_max,
-        count(*) FILTER (WHERE signal = 'mem_reclaim') AS mem_reclaim_count,
-        sum(value_ns) FILTER (WHERE signal = 'mem_reclaim') / 1e6 AS mem_reclaim_ms_sum,
-        max(value_ns) FILTER (WHERE signal = 'mem_reclaim') / 1e6 AS mem_reclaim_ms_max
-    FROM matched
-    GROUP BY trace_id, span_id
-)
 SELECT s.*,
     coalesce(m.matched_events, 0) AS matched_events,
     coalesce(m.dns_count, 0) AS dns_count,
@@ -55,5 +29,5 @@ SELECT s.*,
     coalesce(m.mem_reclaim_ms_sum, 0.0) AS mem_reclaim_ms_sum,
     m.mem_reclaim_ms_max
 FROM corr_spans s
-LEFT JOIN per_span m ON m.trace_id = s.trace_id AND m.span_id = s.span_id
+LEFT JOIN corr_span_totals m ON m.trace_id = s.trace_id AND m.span_id = s.span_id
 ORDER BY s.start_ns, s.trace_id, s.span_id

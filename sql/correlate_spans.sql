@@ -1,5 +1,6 @@
--- correlate_spans: step 2 of correlation. The spans of ONE run with their SPANS columns only.
--- analyze.correlate keeps the result as temp table corr_spans.
+-- correlate_spans: step 1 of correlation. The spans of ONE run with their SPANS columns only.
+-- analyze.correlate keeps it as temp view corr_spans (the spans are read where needed:
+-- correlate_dictionary, correlate_span_keys, correlate_pod_services and the enriched output).
 -- parameters: none
 -- reads: spans (the views of one run)
 -- columns: the capture.spans.SPANS columns in schema order (start_ns, end_ns, duration_ns:
@@ -14,5 +15,5 @@ SELECT
     gen_ai_server_time_to_first_token, gen_ai_response_time_to_first_chunk,
     server_address, server_port, network_peer_address, network_peer_port,
     client_address, client_port, url_full, http_request_method, http_response_status_code,
-    scope_name, attributes
+    scope_name, attributes, resource_id
 FROM spans

@@ -672,3 +672,149 @@ def test_cli_errors(tmp_path, monkeypatch):
     assert r.exit_code == 1 and "error: runs does not exist" in r.output
     r = CliRunner().invoke(main, ["correlate", str(tmp_path)])  # the old spelling
     assert r.exit_code == 2 and f"runs are given with --runs: sloan correlate --runs {tmp_path}" in r.output
+
+
+# --- the sliced plan --------------------------------------------------------------------------
+
+LABELED = Path(__file__).resolve().parents[2] / "datasets" / "labeled"
+
+
+def test_labeled_set_keeps_its_tier_counts(tmp_path):
+    """`sloan correlate` on the committed labelled set: per run and in total, the events per tier
+    (and the other counts) recorded in golden/labeled_tier_counts.json before the plan changed."""
+    import shutil
+
+    want = json.loads((GOLDEN / "labeled_tier_counts.json").read_text())
+    root = tmp_path / "labeled"
+    shutil.copytree(LABELED, root)  # correlate writes beside each run
+    r = CliRunner().invoke(main, ["correlate", "--runs", str(root), "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    assert got["window_ms"] == want["window_ms"]
+    for key in ("events", "matched", "unmatched", "diagnostic", "spans", "spans_enriched", "tiers"):
+        assert got[key] == want[key], key
+    runs = {str(Path(run["run_dir"]).relative_to(root)): {k: run[k] for k in ("events", "matched", "spans_enriched",
+                                                                               "tiers")}
+            for run in got["runs"]}
+    assert runs == want["runs"]
+
+
+def _tables(result) -> dict[str, pa.Table]:
+    return {"correlated": result.correlated, "unmatched": result.unmatched, "enriched_spans": result.enriched_spans}
+
+
+def test_time_slices_give_the_outputs_of_one_pass(runs, monkeypatch):
+    """A run cut into many small time slices (some one event long, spans crossing their edges)
+    gives, row for row and in order, what the whole-run SQL (prepare + OUTPUTS) gives."""
+    import analyze.correlate as correlation
+
+    run_dir = runs / "tag=t" / "scenario=s" / "run=r1"
+    session = open_runs([run_dir])
+    try:
+        prepare(session.con)
+        whole = {file.removesuffix(".parquet"): queries.run(session.con, name) for file, name in OUTPUTS.items()}
+    finally:
+        session.con.close()
+    assert _tables(correlate_run(run_dir)) == whole
+    for events in (1, 2, 5):
+        monkeypatch.setattr(correlation, "SLICE_EVENTS", events)
+        assert _tables(correlate_run(run_dir)) == whole, events
+
+
+def test_plan_slices_cuts_whole_seconds_and_keeps_every_event():
+    from analyze.correlate import WHOLE_RUN, plan_slices
+
+    S = 1_000_000_000
+    per_second = pa.table({
+        "second": [10, 11, 12, 15, None], "events": [4, 1, 3, 2, 5],
+        "first_ns": [10 * S + 1, 11 * S, 12 * S + 5, 15 * S, None],
+        "last_ns": [10 * S + 9, 11 * S + 3, 12 * S + 7, 15 * S + 1, None]})
+    # 10 timed events over 2 slices of about 5: seconds 10-11, then 12-15 (open-ended: it also
+    # takes the 5 events without a timestamp)
+    assert plan_slices(per_second, 5) == [(10 * S + 1, 11 * S + 3), (12 * S + 5, WHOLE_RUN[1])]
+    assert plan_slices(per_second, 100) == [(10 * S + 1, WHOLE_RUN[1])]
+    assert plan_slices(per_second, 1) == [(10 * S + 1, 10 * S + 9), (11 * S, 11 * S + 3), (12 * S + 5, 12 * S + 7),
+                                          (15 * S, WHOLE_RUN[1])]
+    only_nulls = pa.table({"second": [None], "events": [3], "first_ns": [None], "last_ns": [None]},
+                          schema=per_second.schema)
+    assert plan_slices(only_nulls, 5) == [WHOLE_RUN]
+
+
+def test_events_without_a_timestamp_stay_unmatched_and_last(tmp_path, monkeypatch):
+    import analyze.correlate as correlation
+
+    events = [ev("late", 1500, **POD_B), ev("no time", 1000, **POD_B), ev("early", 1100, **POD_B)]
+    run_dir = write_run(tmp_path, "r", events, [sp(trace("b"), span(0xB1), "b1", 1000, 2000,
+                                                 k8s_pod_name="pod-b", process_pid=20)])
+    # the schema says ts_ns is never null; a file that breaks that is read all the same
+    events[1]["ts_ns"] = None
+    nullable = pa.schema([f.with_nullable(True) for f in KERNEL_EVENTS])
+    (part,) = (run_dir / "kernel_events").glob("part-*.parquet")
+    pq.write_table(pa.Table.from_pylist(events, schema=nullable), part)
+    for n in (1, 1000):
+        monkeypatch.setattr(correlation, "SLICE_EVENTS", n)
+        result = correlate_run(run_dir)
+        assert result.correlated.column("detail").to_pylist() == ["early", "late"]
+        assert result.unmatched.column("detail").to_pylist() == ["no time"]
+        assert result.unmatched.column("tier").to_pylist() == [None]
+
+
+def test_memory_limit(runs):
+    from analyze.correlate import MIN_MEMORY_LIMIT, parse_memory_limit, slice_events
+    from runfmt.errors import ConfigError
+
+    assert parse_memory_limit(None) is None
+    assert parse_memory_limit("2GB") == 2 * 10**9
+    assert parse_memory_limit("1.5 GiB") == 3 * 2**29
+    assert parse_memory_limit("800mb") == 800 * 10**6
+    assert parse_memory_limit(MIN_MEMORY_LIMIT) == MIN_MEMORY_LIMIT
+    for bad in ("2XB", "-1GB", "", "lots", "100MB", 1024):
+        with pytest.raises(ConfigError, match="memory limit"):
+            parse_memory_limit(bad)
+    assert slice_events(None) > slice_events(parse_memory_limit("256MiB")) >= 50_000
+    run_dir = runs / "tag=t" / "scenario=s" / "run=r1"
+    assert _tables(correlate_run(run_dir, memory_limit="256MiB")) == _tables(correlate_run(run_dir))
+
+
+def test_progress_is_reported_per_slice(runs, monkeypatch):
+    import analyze.correlate as correlation
+
+    monkeypatch.setattr(correlation, "SLICE_EVENTS", 10)
+    calls = []
+    summary = correlate([runs], write=False, progress=lambda run_dir, done, total: calls.append((run_dir.name, done,
+                                                                                                   total)))
+    r1 = [c for c in calls if c[0] == "run=r1"]
+    # 0, then once per slice: a slice holds whole seconds, and r1's 26 events lie in 3 seconds
+    assert r1[0] == ("run=r1", 0, 26) and r1[-1] == ("run=r1", 26, 26) and len(r1) >= 3
+    assert [done for _, done, _ in r1] == sorted(done for _, done, _ in r1)
+    assert ("run=r2", 2, 2) in calls and summary.events == 28
+
+
+def test_written_files_are_whole_and_nothing_is_left_behind(runs, monkeypatch):
+    import analyze.correlate as correlation
+
+    monkeypatch.setattr(correlation, "SLICE_EVENTS", 4)
+    correlate([runs])
+    run_dir = runs / "tag=t" / "scenario=s" / "run=r1"
+    assert sorted(p.name for p in run_dir.glob(".*")) == []
+    in_memory = _tables(correlate_run(run_dir))
+    for name, table in in_memory.items():
+        assert pq.read_table(run_dir / f"{name}.parquet").equals(table), name
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    (run_dir / "correlated.parquet").unlink()
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", fail)
+    with pytest.raises(OSError, match="disk full"):
+        correlate([run_dir])
+    assert sorted(p.name for p in run_dir.glob(".*")) == [] and not (run_dir / "correlated.parquet").exists()
+
+
+def test_cli_memory_limit(runs):
+    r = CliRunner().invoke(main, ["correlate", "--runs", str(runs), "--memory-limit", "256MB", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["tiers"] == {"trace_id": 5, "pod_pid": 7, "pod_conn": 3, "service_node": 7}
+    r = CliRunner().invoke(main, ["correlate", "--runs", str(runs), "--memory-limit", "2XB"])
+    assert r.exit_code == 2
+    assert "Invalid value for '--memory-limit': memory limit '2XB' is not a size" in r.output
