@@ -33,7 +33,8 @@ import pyarrow.parquet as pq
 
 BIN = Path(sys.executable).parent
 
-# paced OTLP/HTTP exports of 100 spans; prints {status: count}
+# paced OTLP/HTTP exports of 100 spans (argv: port, exports/s, seconds), ignoring backpressure;
+# prints {"statuses": {status: count}, "retry_after": [values seen]}
 FLOOD = """
 import http.client, json, sys, time
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -45,16 +46,18 @@ spans = [Span(trace_id=bytes(range(16)), span_id=(i + 1).to_bytes(8, "big"), nam
          for i in range(100)]
 body = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]).SerializeToString()
 port, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-statuses, sent = {}, 0
+statuses, retry_after, sent = {}, set(), 0
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 start = time.monotonic()
 while time.monotonic() < start + seconds:
     conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
     r = conn.getresponse(); r.read()
     statuses[r.status] = statuses.get(r.status, 0) + 1
+    if r.getheader("Retry-After"):
+        retry_after.add(r.getheader("Retry-After"))
     sent += 1
     time.sleep(max(0.0, start + sent / rate - time.monotonic()))
-print(json.dumps(statuses), flush=True)
+print(json.dumps({"statuses": statuses, "retry_after": sorted(retry_after)}), flush=True)
 """
 
 # paced loopback connects and getaddrinfo lookups; prints its pid, then both counts
@@ -109,7 +112,7 @@ def run(a: argparse.Namespace, scratch: Path) -> dict:
         made, looked = map(int, workload.communicate(timeout=a.seconds + 60)[0].split())
         statuses: dict[str, int] = {}
         for f in flooders:
-            for status, n in json.loads(f.communicate(timeout=a.seconds + 60)[0]).items():
+            for status, n in json.loads(f.communicate(timeout=a.seconds + 60)[0])["statuses"].items():
                 statuses[status] = statuses.get(status, 0) + n
         stdout, stderr = recorder.communicate(timeout=a.seconds + 120)
     finally:

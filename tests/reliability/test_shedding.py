@@ -13,50 +13,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from bench.flood import FLOOD, WORKLOAD  # the span flood and the connect workload of bench/flood.py
+
 SLOCAP = str(Path(sys.executable).parent / "slocap")
-
-# sends OTLP/HTTP protobuf exports of 100 spans as fast as it can for argv[2] s, ignoring
-# backpressure (a misbehaving client); prints {status: count} and the Retry-After values seen
-FLOOD = """
-import http.client, json, sys, time
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
-attrs = [KeyValue(key=f"gen_ai.attr{i}", value=AnyValue(string_value="x" * 24)) for i in range(8)]
-spans = [Span(trace_id=bytes(range(16)), span_id=(i + 1).to_bytes(8, "big"), name="chat", attributes=attrs,
-              start_time_unix_nano=1_700_000_000_000_000_000, end_time_unix_nano=1_700_000_000_000_001_000)
-         for i in range(100)]
-body = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]).SerializeToString()
-statuses, retry_after = {}, set()
-conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
-end = time.monotonic() + float(sys.argv[2])
-while time.monotonic() < end:
-    conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
-    r = conn.getresponse()
-    r.read()
-    statuses[r.status] = statuses.get(r.status, 0) + 1
-    if r.getheader("Retry-After"):
-        retry_after.add(r.getheader("Retry-After"))
-print(json.dumps({"statuses": statuses, "retry_after": sorted(retry_after)}), flush=True)
-"""
-
-# connects on loopback about argv[1] times a second for argv[2] s; prints its pid, then the count
-CONNECT = """
-import os, socket, sys, threading, time
-server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(512)
-port = server.getsockname()[1]
-def accept():
-    while True:
-        c, _ = server.accept(); c.close()
-threading.Thread(target=accept, daemon=True).start()
-print(os.getpid(), port, flush=True)
-made, rate, start = 0, float(sys.argv[1]), time.monotonic()
-while time.monotonic() < start + float(sys.argv[2]):
-    with socket.create_connection(("127.0.0.1", port), timeout=5):
-        made += 1
-    time.sleep(max(0.0, start + made / rate - time.monotonic()))
-print(made, flush=True)
-"""
+UNPACED = "1e9"  # exports/s: as fast as the client can
 
 
 def _free_port() -> int:
@@ -82,11 +42,11 @@ def test_a_span_flood_is_refused_with_backpressure_and_no_probe_is_touched(tmp_p
             assert recorder.poll() is None, f"recorder exited early: {recorder.stderr.read()}"
             assert time.monotonic() < deadline, "recorder did not start within 30 s"
             time.sleep(0.05)
-        connector = subprocess.Popen([sys.executable, "-c", CONNECT, "200", "10"], stdout=subprocess.PIPE, text=True)
-        flooder = subprocess.Popen([sys.executable, "-c", FLOOD, str(http_port), "11"],
+        connector = subprocess.Popen([sys.executable, "-c", WORKLOAD, "200", "10"], stdout=subprocess.PIPE, text=True)
+        flooder = subprocess.Popen([sys.executable, "-c", FLOOD, str(http_port), UNPACED, "11"],
                                    stdout=subprocess.PIPE, text=True)
-        pid = int(connector.stdout.readline().split()[0])
-        made = int(connector.communicate(timeout=30)[0])
+        pid = int(connector.stdout.readline())
+        made = int(connector.communicate(timeout=30)[0].split()[0])
         flood = json.loads(flooder.communicate(timeout=30)[0])
         stdout, stderr = recorder.communicate(timeout=60)
     finally:
