@@ -19,6 +19,7 @@ from analyze.session import _check_parquet, stands_for
 from runfmt import schema
 from runfmt.schema import SPANS, TABLES
 from tests.support.lab_run import make_run
+from tests.support.runs import command_args
 
 USER, CANNOT_JUDGE = 1, 2
 EXIT = {"sql": USER, "correlate": USER, "slo": USER, "attribute": USER, "score": USER, "report": USER,
@@ -45,18 +46,7 @@ def _copy(pristine: Path, tmp_path: Path, run_id: str = "r1", source: Path | Non
 
 
 def _args(command: str, path: Path, tmp_path: Path) -> list[str]:
-    p = str(path)
-    return {
-        "sql": ["sql", "SELECT count(*) FROM requests", "--runs", p],
-        "correlate": ["correlate", "--runs", p],
-        "slo": ["slo", "--runs", p],
-        "attribute": ["attribute", "--runs", p],
-        "score": ["score", "--runs", p, "--resamples", "100"],
-        "report": ["report", "--runs", p, "-o", str(tmp_path / "report.md")],
-        "repro": ["repro", "--runs", p],
-        "compare": ["compare", "main", "next", "--runs", p, "--resamples", "100"],
-        "gate": ["gate", "--runs", p, "--base", "main", "--candidate", "next", "--resamples", "100"],
-    }[command]
+    return command_args(command, path, tmp_path)
 
 
 def _sloan(command: str, path: Path, tmp_path: Path):

@@ -15,6 +15,7 @@ from analyze.cli import main
 from analyze.session import open_runs, run_warnings
 from runfmt.manifest import hold_recording
 from tests.support.lab_run import make_run
+from tests.support.runs import command_args
 
 COMMANDS = ("sql", "correlate", "slo", "attribute", "score", "report", "repro", "compare", "gate")
 SHED = [{"step": "raise_thresholds", "detail": "latency thresholds x4", "level": 1},
@@ -52,18 +53,8 @@ def _degrade(run_dir: Path) -> None:
 
 
 def _args(command: str, run_dir: Path, tmp_path: Path) -> list[str]:
-    p = str(run_dir)
-    return {
-        "sql": ["sql", "SELECT state, degraded FROM runs", "--runs", p, "--format", "csv"],
-        "correlate": ["correlate", "--runs", p],
-        "slo": ["slo", "--runs", p],
-        "attribute": ["attribute", "--runs", p],
-        "score": ["score", "--runs", p, "--resamples", "100"],
-        "report": ["report", "--runs", p, "-o", str(tmp_path / "report.md")],
-        "repro": ["repro", "--runs", p],
-        "compare": ["compare", "main", "next", "--runs", p, "--resamples", "100"],
-        "gate": ["gate", "--runs", p, "--base", "main", "--candidate", "next", "--resamples", "100"],
-    }[command]
+    args = command_args(command, run_dir, tmp_path, sql="SELECT state, degraded FROM runs")
+    return args + ["--format", "csv"] if command == "sql" else args
 
 
 def _sloan(*args):

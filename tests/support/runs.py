@@ -30,3 +30,20 @@ def write_run(root: Path, run_id: str, *, tag: str = "main", scenario: str = "dn
     write_manifest(run_dir, {"run_id": run_id, "tag": tag, "scenario": scenario, "complete": True,
                              "capability": {"mode": "core_full"}, "counters": {}, **(manifest or {})})
     return run_dir
+
+
+def command_args(command: str, runs: Path, tmp_path: Path, sql: str = "SELECT count(*) FROM requests") -> list[str]:
+    """The arguments of each sloan command that reads runs, over `runs` (compare and gate
+    between tags main and next), with small resample counts."""
+    p = str(runs)
+    return {
+        "sql": ["sql", sql, "--runs", p],
+        "correlate": ["correlate", "--runs", p],
+        "slo": ["slo", "--runs", p],
+        "attribute": ["attribute", "--runs", p],
+        "score": ["score", "--runs", p, "--resamples", "100"],
+        "report": ["report", "--runs", p, "-o", str(tmp_path / "report.md")],
+        "repro": ["repro", "--runs", p],
+        "compare": ["compare", "main", "next", "--runs", p, "--resamples", "100"],
+        "gate": ["gate", "--runs", p, "--base", "main", "--candidate", "next", "--resamples", "100"],
+    }[command]
