@@ -75,10 +75,11 @@ time when other work shares the host: the load average (1 minute) is printed bes
 Both sides run with every CPU unless --threads N (DuckDB threads, Arrow's CPU pool; pandas'
 own steps are single-threaded either way).
 
-Memory: the DuckDB worker holds about one time slice of events (a million) at a time, so its
-peak stays near 1-1.5 GiB whatever the size; pandas' grows about linearly, 1.1-1.3 GiB per
-million events, so plan on 12-16 GiB of RAM for the 10M size (the workers run one after the
-other), or pass --skip-pandas (agreement is then checked against the construction only).
+Memory: the DuckDB worker holds a few time slices of events (500k each) at a time, so its peak
+stays under 2 GiB (0.9 GiB at 1M events, 1.9 GiB at 10M, where the million spans weigh most);
+pandas' grows about linearly, 1.0-1.3 GiB per million events, so plan on 12-16 GiB of RAM for
+the 10M size (the workers run one after the other), or pass --skip-pandas (agreement is then
+checked against the construction only).
 
 Usage (run on a quiet machine; the 10M size takes a few minutes):
   .venv/bin/pip install -e '.[bench]'                 # pandas

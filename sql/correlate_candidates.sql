@@ -23,7 +23,9 @@
 -- tier. The pod and service tiers add a 1-second time bucket to the keys: a span is listed once
 -- per bucket its band touches inside the slice, an event is looked up in its own bucket only,
 -- so a busy pod or service does not make each event scan all its spans. The bucket narrows the
--- search; the band condition alone decides a match.
+-- search; the band condition alone decides a match. (An ASOF join on start_ns would see one span
+-- per key, the last to start before the event; but spans of a key overlap, nested or concurrent,
+-- and the shortest of those whose band holds the event must win, so every one of them is weighed.)
 -- Slices: only spans whose band reaches into [$ts_first, $ts_last] take part, and a span's
 -- buckets stop at the slice's edges. An event of the slice therefore meets every span it would
 -- meet in a whole-run pass: the slices overlap on the spans' side, never on the events'.
