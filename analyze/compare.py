@@ -158,8 +158,9 @@ def _fill_metrics(con, records: list[RunRecord], notes: list[str]) -> None:
 
 
 def _overhead(run_dir: Path, resources_row: dict) -> tuple[float | None, str | None]:
-    """(overhead %, how it was counted): the manifest's direct accounting of the whole run
-    when it has one (capture/accounting.py), else the mean of the resource samples, which
+    """(overhead %, how it was counted): the manifest's direct accounting when it has one
+    (capture/accounting.py), its median one-second window (the whole-run figure also holds
+    the start-up, which weighs on a short run), else the mean of the resource samples, which
     leave BPF time out when the kernel's BPF stats were off."""
     from runfmt.manifest import read_manifest
 
@@ -167,8 +168,11 @@ def _overhead(run_dir: Path, resources_row: dict) -> tuple[float | None, str | N
         direct = read_manifest(run_dir).get("overhead")
     except SloError:
         direct = None
-    if isinstance(direct, dict) and isinstance(direct.get("pct"), (int, float)):
-        return float(direct["pct"]), str(direct.get("method") or "direct")
+    if isinstance(direct, dict):
+        value = next((direct[k] for k in ("window_median_pct", "pct") if isinstance(direct.get(k), (int, float))),
+                     None)
+        if value is not None:
+            return float(value), str(direct.get("method") or "direct")
     value = resources_row.get("overhead_pct")
     return value, None if value is None else "samples"
 

@@ -101,7 +101,8 @@ def _floor_check(cmp: Comparison, candidate: str, key: str, floor: float, name: 
 
 def _overhead_check(cmp: Comparison, candidate: str, limit: float) -> Check:
     """The candidate's median over runs of the manifest's direct accounting (recorder CPU +
-    BPF run time, capture/accounting.py); runs without it cannot be judged."""
+    BPF run time, capture/accounting.py: each run's median window); runs without it cannot
+    be judged."""
     name, threshold = "recorder overhead", f"<= {limit:g} % (safety.max_overhead_pct)"
     value = cmp.metric("overhead_pct").values.get(candidate)
     if value is None:

