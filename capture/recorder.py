@@ -328,13 +328,13 @@ class Recorder:
         self._raw_rows = 0
 
     def _drain_hists(self, final: bool = False) -> None:
-        """Moves finished slices (all of them when final) into kernel_hist."""
+        """Moves finished slices (all of them when final) into kernel_hist. Called once per
+        part: the slices wait in the BPF map meanwhile (bpf/hist.bpf.h holds 16,384 keys, a
+        part's worth many times over), so the per-drain cost (table, pod columns) is paid
+        once per part, not once per slice."""
         assert self.anchor is not None
         slice_ns = self.opts.config["capture"]["hist_slice_ms"] * 1_000_000
         current = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // slice_ns
-        if not final and current == self._hist_slice:
-            return
-        self._hist_slice = current
         for name, probe in self.loaded.items():
             if probe.hist is None:
                 continue
@@ -486,6 +486,7 @@ class Recorder:
         self._last_flush = time.monotonic()
         if self.anchor is not None:
             self._convert()
+            self._drain_hists()
         with self._spans_lock:  # the receiver's thread adds spans
             self.writers.flush("spans", "span_resources")
         self.writers.flush("resources", "kernel_hist", "kernel_events")
@@ -530,7 +531,6 @@ class Recorder:
         # (inside the request it times): timed, so the loop's share counts as intake
         for table in ("spans", "span_resources"):
             self.writers[table].flush = self._span_writes.wrap(self.writers[table].flush)
-        self._hist_slice = -1
         self._cpu0 = time.process_time()
         self._started_ns = time.time_ns()
         stop_reason, complete, failure = "duration", True, None
@@ -581,7 +581,6 @@ class Recorder:
                     break
                 poller.poll(min(self.poll_timeout_s, deadline - now))
                 self._drain()
-                self._drain_hists()
                 if time.monotonic() - last_watch >= 1.0:
                     last_watch = time.monotonic()
                     self._watch_overhead()
