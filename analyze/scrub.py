@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 
 from analyze.correlate import OUTPUTS
 from runfmt.errors import ConfigError, DataError
-from runfmt.manifest import MANIFEST, tool_version, write_manifest
+from runfmt.manifest import MANIFEST, RECORDING_LOCK, tool_version, write_manifest
 from runfmt.schema import TABLES
 
 SCRUB_VERSION = 1
@@ -481,7 +481,8 @@ def _run_files(run_dir: Path) -> tuple[list[Path], list[str]]:
     known: list[Path] = []
     for pattern in RUN_FILES:
         known.extend(sorted(run_dir.glob(pattern)))
-    taken = set(known) | {run_dir / MANIFEST}
+    # the recording lock is an empty file the recorder held, not data: neither copied nor reported
+    taken = set(known) | {run_dir / MANIFEST, run_dir / RECORDING_LOCK}
     other = sorted(str(f.relative_to(run_dir)) for f in run_dir.rglob("*") if f.is_file() and f not in taken)
     return known, other
 

@@ -401,6 +401,7 @@ def _run_with_attributes(root: Path) -> Path:
     pq.write_table(pa.Table.from_pylist([{f.name: r.get(f.name) for f in SPANS} for r in rows], schema=SPANS),
                    run_dir / "spans" / "part-00000.parquet")
     (run_dir / "notes.txt").write_text("ssh alice@10.1.2.3\n")
+    (run_dir / ".recording.lock").touch()  # a recorded run has one: neither copied nor listed
     write_manifest(run_dir, {"run_id": "a", "tag": "t", "scenario": "s", "node": "n1",
                              "host": {"hostname": "n1.corp.example", "kernel": "6.1", "machine": "x86_64",
                                       "cpus": 4, "boot_id": "b-77"}})
@@ -415,6 +416,7 @@ def test_attributes_allow_list_and_left_out_files(tmp_path):
         summary = scrub([tmp_path / "runs"], tmp_path / out, key, allow_attributes=allow)
         run = tmp_path / out / "tag=t" / "scenario=s" / "run=a"
         assert summary.runs[0].left_out == ("notes.txt",) and not (run / "notes.txt").exists()
+        assert not (run / ".recording.lock").exists()
         attrs = pq.read_table(run / "spans").column("attributes").to_pylist()
         expect = [("http.route", "/v1/chat"), ("server.address", p.address("10.1.2.3"))]
         if allow:
