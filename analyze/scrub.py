@@ -520,6 +520,9 @@ def _scrub_file(p: Pseudonyms, allow: frozenset[str], src: Path, dst: Path) -> _
 def _scrub_run(p: Pseudonyms, allow: frozenset[str], run_dir: Path, manifest: dict, dest: Path,
                record: dict) -> RunScrub:
     files, other = _run_files(run_dir)
+    if any(f.parent.name == "otlp_raw" for f in files):  # request bodies as sent: nothing in them is scrubbed
+        raise DataError(f"{run_dir}: its spans are still raw OTLP bodies (otlp_raw/), which scrub cannot copy",
+                        f"flatten them first: slocap repair {run_dir}")
     _seed(p, files, manifest)
     counts = _Counts()
     for src in files:

@@ -302,7 +302,8 @@ def _shed(manifest: dict) -> str:
 
 def run_warnings(run_dir: Path, manifest: dict) -> list[str]:
     """What to know before trusting a run's numbers: it was cut, is still being recorded,
-    or its recorder shed load. One line each, without the `warning:` the CLI adds."""
+    its spans are still raw OTLP requests, or its recorder shed load. One line each,
+    without the `warning:` the CLI adds."""
     out = []
     state = run_state(run_dir, manifest)
     if state == "cut" and manifest.get("repaired"):
@@ -313,6 +314,13 @@ def run_warnings(run_dir: Path, manifest: dict) -> list[str]:
                    f"counts are what is on disk; `slocap repair {run_dir}` rebuilds its manifest")
     elif state == "recording":
         out.append(f"run {run_dir} is still recording: results are partial")
+    # the recorder keeps the OTLP requests as they came while recording and flattens them
+    # into spans when it ends; a run that never got there has no spans yet (older runs say
+    # nothing: theirs were flattened as they came)
+    otlp = manifest.get("otlp")
+    if (state != "recording" and isinstance(otlp, dict) and otlp.get("spans_state") == "raw"
+            and any((Path(run_dir) / "otlp_raw").glob("part-*.parquet"))):
+        out.append(f"run {run_dir}: its spans are still raw OTLP bodies: run `slocap repair {run_dir}`")
     if manifest.get("degraded"):
         out.append(f"run {run_dir} is degraded: {_shed(manifest)}")
     return out

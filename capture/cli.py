@@ -161,6 +161,9 @@ def record(out: Path, duration: float | None, signals: str | None, config_path: 
                    "from other hosts", err=True)
     result = _run_with_status(rec, stop)
     _render_result(result, rec.shedding())
+    if rec.flatten_error:
+        click.echo(f"warning: the spans were not flattened ({rec.flatten_error}); the run keeps them as raw OTLP "
+                   f"requests: slocap repair {result.run_dir}", err=True)
 
 
 @main.command()
@@ -173,6 +176,10 @@ def repair(run_dir: Path) -> None:
     counts them: rows per table, events per signal, and the file list. The run
     stays marked cut (complete: false) and every sloan command says so.
 
+    The OTLP requests such a run kept as they came (otlp_raw) are flattened into
+    spans first, as the recorder does when a recording ends; so are those of a
+    finished run whose flattening failed (its manifest says spans_state "raw").
+
     \b
     Example:
       slocap repair runs/tag=adhoc/scenario=adhoc/run=20261204T101500Z-ab12
@@ -183,6 +190,10 @@ def repair(run_dir: Path) -> None:
     click.echo(f"repaired {run_dir}: " + ", ".join(f"{t} {n:,} rows" for t, n in r.rows.items()))
     if r.events:
         click.echo("kernel events by signal: " + ", ".join(f"{s} {n:,}" for s, n in sorted(r.events.items())))
+    if r.flattened is not None:
+        f = r.flattened
+        click.echo(f"spans flattened from {f.requests:,} raw OTLP request(s) in {len(f.parts)} part(s): "
+                   f"{f.spans:,} spans, {f.cpu_s:.2f} s CPU")
     for problem in r.damaged:
         click.echo(f"warning: part left out, unreadable: {problem}", err=True)
     if r.removed_tmp:

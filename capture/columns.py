@@ -6,7 +6,6 @@ import ipaddress
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from runfmt.schema import KERNEL_EVENTS
 

@@ -1,9 +1,13 @@
 """OTLP trace intake over HTTP (protobuf or JSON) and gRPC, for `slocap record`.
 
 Applications keep their stock OpenTelemetry exporters and point them here. Each
-accepted export request is flattened to one SPANS table and handed to `on_spans`.
+export request is parsed and checked for what flattening would refuse (ids of the
+wrong size), so a bad one is refused at once; an accepted one is handed to
+`on_request` as it came (RawRequest): the recorder keeps the bodies in its
+otlp_raw table and flattens them to spans after the recording
+(capture/span_flatten.py), so taking a request costs a parse, not a flatten.
 Bad input is answered with the OTLP status for it and counted; it never stops
-the receiver, and neither does an exception raised by `on_spans`.
+the receiver, and neither does an exception raised by `on_request`.
 
 When the recorder is over its overhead limit because of span intake
 (capture/safety.py), `throttle` admits only a share of the export requests and
@@ -11,7 +15,7 @@ the rest are refused with OTLP backpressure, which the exporters retry later:
 HTTP 429 with Retry-After, gRPC RESOURCE_EXHAUSTED with a RetryInfo. The spans
 of a refused protobuf request are counted (parsing costs ~3 % of flattening);
 those of a refused OTLP/JSON request are not (parsing JSON costs as much as
-storing it): such requests are counted with their bytes. Each request's CPU
+taking it): such requests are counted with their bytes. Each request's CPU
 time on its handler thread is summed in `intake_cpu_s`.
 """
 
@@ -36,7 +40,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
-import pyarrow as pa
 from google.protobuf import any_pb2, duration_pb2, json_format
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -45,7 +48,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from capture.spans import DEFAULT_LIMITS, AttributeLimits, flatten
+from capture.spans import check_request
 from runfmt.errors import CaptureError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -64,7 +67,7 @@ _OUTCOMES: dict[str, tuple[HTTPStatus, grpc.StatusCode]] = {
     "stopping": (HTTPStatus.SERVICE_UNAVAILABLE, grpc.StatusCode.UNAVAILABLE),
     # the client stopped sending its body for longer than the handler's timeout (slowloris)
     "stalled": (HTTPStatus.REQUEST_TIMEOUT, grpc.StatusCode.DEADLINE_EXCEEDED),
-    # on_spans failed: not retryable for OTLP clients, so a broken sink is not hammered
+    # on_request failed: not retryable for OTLP clients, so a broken sink is not hammered
     "sink_error": (HTTPStatus.INTERNAL_SERVER_ERROR, grpc.StatusCode.INTERNAL),
 }
 REJECT_REASONS = tuple(_OUTCOMES)
@@ -165,6 +168,17 @@ def _retry_trailers(message: str, retry_after_s: int) -> tuple[tuple[str, bytes]
 
 
 @dataclass(frozen=True)
+class RawRequest:
+    """One accepted export request as it came: a row of the otlp_raw table (runfmt/schema.py)."""
+
+    protocol: str  # "http" or "grpc"
+    media_type: str  # PROTOBUF or JSON
+    arrival_ns: int  # wall clock, ns since the epoch, when its body had been read
+    body: bytes  # Content-Encoding undone
+    spans: int  # spans in it, counted when it was checked
+
+
+@dataclass(frozen=True)
 class ReceiverCounters:
     """What the receiver did so far. gRPC takes messages up to GRPC_CORE_LIMIT times
     the size cap, so the handler refuses (and counts) oversized ones; only a message past
@@ -172,16 +186,19 @@ class ReceiverCounters:
 
     requests_ok: int
     rejected: Mapping[str, int]  # reason (REJECT_REASONS) -> requests
-    spans_received: int  # spans handed to on_spans without error
+    spans_received: int  # spans in the requests handed to on_request without error
     # refused with backpressure while the recorder was over its overhead limit (IntakeThrottle)
     throttled: int = 0  # requests
     spans_refused: int = 0  # spans in the throttled protobuf requests
     bytes_refused: int = 0  # body bytes (decoded) of the throttled requests
     throttled_uncounted: int = 0  # throttled OTLP/JSON requests: their spans were not counted
     intake_cpu_s: float = 0.0  # CPU time of the handler threads on requests, every outcome
-    # cut from the stored spans by otlp.attribute_count_limit / attribute_value_length_limit
-    attributes_dropped: int = 0  # span and resource attributes past the count limit
-    values_truncated: int = 0  # attribute values cut to the length limit
+    # what the attribute limits cut is counted when the requests are flattened (span_flatten)
+
+    @property
+    def requests(self) -> int:
+        """Every request handled: taken, refused as bad, or throttled."""
+        return self.requests_ok + sum(self.rejected.values()) + self.throttled
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -237,11 +254,11 @@ def _status_body(message: str, media_type: str) -> bytes:
 class OtlpReceiver:
     """Receives OTLP traces on an HTTP and a gRPC endpoint until stop().
 
-    on_spans is called with one SPANS table per export request, from one thread at a
-    time (the receiver serializes the calls); no call starts after stop() has returned.
-    on_resources, when given, is called just before it with the request's SPAN_RESOURCES
-    table (the resource attributes its spans' resource_id name). Attributes are kept
-    within `limits` (capture/spans.py).
+    on_request is called with each accepted export request that holds spans, as a
+    RawRequest, from one thread at a time (the receiver serializes the calls); no call
+    starts after stop() has returned. Its body parsed and its ids checked, the request
+    flattens without error (capture/span_flatten.py flatten_body, with the limits of
+    the caller's choosing).
     Port 0 binds a free port; the bound ports are in `http_port` and `grpc_port`.
     """
 
@@ -250,19 +267,14 @@ class OtlpReceiver:
         http_endpoint: str,
         grpc_endpoint: str,
         max_request_bytes: int,
-        on_spans: Callable[[pa.Table], None],
-        *,
-        on_resources: Callable[[pa.Table], None] | None = None,
-        limits: AttributeLimits = DEFAULT_LIMITS,
+        on_request: Callable[[RawRequest], None],
     ) -> None:
         self.http_endpoint = http_endpoint
         self.grpc_endpoint = grpc_endpoint
         self.max_request_bytes = max_request_bytes
         self.http_port: int | None = None
         self.grpc_port: int | None = None
-        self._on_spans = on_spans
-        self._on_resources = on_resources
-        self.limits = limits
+        self._on_request = on_request
         self._sink_lock = threading.Lock()
         # one request decoded at a time: the GIL runs one anyway, and the memory bound of a
         # request (README, "Bounded memory") then holds for concurrent ones too
@@ -279,10 +291,8 @@ class OtlpReceiver:
         self._bytes_refused = 0
         self._throttled_uncounted = 0
         self._intake_cpu_s = 0.0
-        self._attributes_dropped = 0
-        self._values_truncated = 0
         self._accepting = False  # new requests are taken
-        self._sink_open = False  # on_spans may be called
+        self._sink_open = False  # on_request may be called
         self._http: _HttpServer | None = None
         self._http_thread: threading.Thread | None = None
         self._grpc: grpc.Server | None = None
@@ -294,9 +304,7 @@ class OtlpReceiver:
                                     throttled=self._throttled, spans_refused=self._spans_refused,
                                     bytes_refused=self._bytes_refused,
                                     throttled_uncounted=self._throttled_uncounted,
-                                    intake_cpu_s=self._intake_cpu_s,
-                                    attributes_dropped=self._attributes_dropped,
-                                    values_truncated=self._values_truncated)
+                                    intake_cpu_s=self._intake_cpu_s)
 
     def start(self) -> None:
         http_host, http_port = parse_endpoint(self.http_endpoint)
@@ -327,13 +335,13 @@ class OtlpReceiver:
         with self._idle:
             self._idle.wait_for(lambda: self._inflight == 0, timeout=max(0.0, deadline - time.monotonic()))
         grpc_done.wait(max(0.0, deadline - time.monotonic()))
-        # a request past the grace must not reach on_spans once stop() has returned
+        # a request past the grace must not reach on_request once stop() has returned
         if self._sink_lock.acquire(timeout=max(0.1, deadline - time.monotonic())):
             self._sink_open = False
             self._sink_lock.release()
         else:
             self._sink_open = False
-            log.warning("OTLP receiver stopped while on_spans was still running")
+            log.warning("OTLP receiver stopped while on_request was still running")
         self._http.close_connections()  # idle keep-alive clients would hold a thread each
         self._http.server_close()
         if self._http_thread is not None:
@@ -363,8 +371,9 @@ class OtlpReceiver:
                 self._intake_cpu_s += cpu
                 self._idle.notify_all()
 
-    def _receive(self, body: bytes, media_type: str) -> None:
-        """Parses, flattens and delivers one export request, or raises _Rejected."""
+    def _receive(self, body: bytes, media_type: str, protocol: str) -> None:
+        """Parses and checks one export request and hands it on as it came, or raises _Rejected."""
+        arrival_ns = time.time_ns()
         if not self._accepting:
             raise _Rejected("stopping", "the recorder is stopping")
         if not self.throttle.admit():
@@ -381,27 +390,23 @@ class OtlpReceiver:
                             retry_after_s=retry_after_s)
         try:
             with self._decoding:
-                flat = flatten(parse_request(body, media_type), self.limits)
+                spans = check_request(parse_request(body, media_type))
         except DataError as exc:
             raise _Rejected("malformed", str(exc)) from None
         try:
             with self._sink_lock:
                 if not self._sink_open:
                     raise _Rejected("stopping", "the recorder is stopping")
-                if flat.num_spans:
-                    if self._on_resources is not None:
-                        self._on_resources(flat.resources)
-                    self._on_spans(flat.spans)
+                if spans:
+                    self._on_request(RawRequest(protocol, media_type, arrival_ns, body, spans))
         except _Rejected:
             raise
         except Exception:
-            log.exception("OTLP receiver: storing %d spans failed", flat.num_spans)
+            log.exception("OTLP receiver: storing %d spans failed", spans)
             raise _Rejected("sink_error", "the recorder could not store these spans") from None
         with self._lock:
             self._ok += 1
-            self._spans += flat.num_spans
-            self._attributes_dropped += flat.attributes_dropped
-            self._values_truncated += flat.values_truncated
+            self._spans += spans
 
     def _grpc_export(self, body: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         try:
@@ -409,7 +414,7 @@ class OtlpReceiver:
                 if len(body) > self.max_request_bytes:
                     raise _Rejected("too_large", f"message of {len(body)} bytes exceeds "
                                                  f"otlp.max_request_bytes={self.max_request_bytes}")
-                self._receive(body, PROTOBUF)
+                self._receive(body, PROTOBUF, "grpc")
         except _Rejected as rejected:
             if rejected.retry_after_s is not None:
                 context.set_trailing_metadata(_retry_trailers(rejected.message, rejected.retry_after_s))
@@ -559,7 +564,7 @@ class _Handler(BaseHTTPRequestHandler):
                     )
                 raw = self._read_body(unread, receiver.max_request_bytes)
                 unread = 0
-                receiver._receive(_decode(raw, encoding, receiver.max_request_bytes), media_type)
+                receiver._receive(_decode(raw, encoding, receiver.max_request_bytes), media_type, "http")
         except _Rejected as rejected:
             self._reply(rejected.status, _status_body(rejected.message, media_type), media_type, unread,
                         rejected.retry_after_s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import os
 import select
 import shutil
@@ -25,7 +26,7 @@ from capture import columns as S
 from capture.accounting import Accounting
 from capture.clock import ClockAnchor, take_anchor
 from capture.hist import hist_table
-from capture.otlp import OtlpReceiver, parse_endpoint
+from capture.otlp import OtlpReceiver, RawRequest, parse_endpoint
 from capture.pods import PodResolver
 from capture.probe import LoadedSignal
 from capture.safety import (
@@ -36,11 +37,14 @@ from capture.safety import (
     samples_table,
 )
 from capture.signals import LIBC, SIGNALS, TRACECTX
+from capture.span_flatten import FlattenResult, flatten_raw, raw_parts, raw_table
 from capture.spans import AttributeLimits
 from runfmt import manifest as M
 from runfmt.errors import CaptureError, SloError
 from runfmt.runs import new_run_id, run_dir_for
 from runfmt.writer import RunWriters
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -191,6 +195,8 @@ class Recorder:
         self.tracectx_error: str | None = None
         self.receiver: OtlpReceiver | None = None
         self.otlp_error: str | None = None
+        self.flattened: FlattenResult | None = None  # the spans made from otlp_raw when the recording ended
+        self.flatten_error: str | None = None  # why they could not be: the run keeps its otlp_raw parts
         self._spans_lock = threading.Lock()  # the receiver's thread adds, the loop flushes
         self.anchor: ClockAnchor | None = None
         self._lock_fd: int | None = None  # the run's recording lock while recording
@@ -441,16 +447,13 @@ class Recorder:
             return
         cfg = self.opts.config["otlp"]
 
-        def on_spans(table: pa.Table) -> None:
+        def on_request(raw: RawRequest) -> None:
+            """Kept as it came; flattened into spans when the recording ends (_flatten_spans)."""
+            table = raw_table(raw)
             with self._spans_lock:
-                self.writers["spans"].add(table)
+                self.writers["otlp_raw"].add(table)
 
-        def on_resources(table: pa.Table) -> None:
-            with self._spans_lock:
-                self.writers["span_resources"].add(table)
-
-        receiver = OtlpReceiver(cfg["endpoint"], cfg["grpc_endpoint"], cfg["max_request_bytes"], on_spans,
-                                on_resources=on_resources, limits=AttributeLimits.from_config(cfg))
+        receiver = OtlpReceiver(cfg["endpoint"], cfg["grpc_endpoint"], cfg["max_request_bytes"], on_request)
         try:
             receiver.start()
         except SloError as exc:
@@ -469,17 +472,28 @@ class Recorder:
                      "http_endpoint": cfg["endpoint"], "grpc_endpoint": cfg["grpc_endpoint"]}
         if self.receiver is not None:
             c = self.receiver.counters
+            f = self.flattened
+            final = f is not None and self.flatten_error is None
             out.update(requests_ok=c.requests_ok, rejected=dict(c.rejected), spans_received=c.spans_received,
+                       # raw: the requests taken are kept as they came (otlp_raw), as while recording;
+                       # final: flattened into spans and span_resources (capture/span_flatten.py)
+                       spans_state="final" if final else "raw",
+                       raw_requests_written=self.writers["otlp_raw"].rows_written,
                        spans_written=self.writers["spans"].rows_written,
-                       # cut by otlp.attribute_count_limit / attribute_value_length_limit
-                       attributes_dropped=c.attributes_dropped, values_truncated=c.values_truncated,
+                       # cut by otlp.attribute_count_limit / attribute_value_length_limit, when flattened
+                       attributes_dropped=f.attributes_dropped if f else None,
+                       values_truncated=f.values_truncated if f else None,
+                       # after the recording, outside its overhead: CPU of reading, flattening, writing
+                       flatten=f.to_manifest() if f else {"error": self.flatten_error} if self.flatten_error else None,
                        # refused with backpressure while span intake was shed (safety.actions)
                        requests_refused=c.throttled, spans_refused=c.spans_refused, bytes_refused=c.bytes_refused,
                        refused_requests_uncounted=c.throttled_uncounted,
                        refused_counting=("spans counted in refused protobuf requests (HTTP and gRPC); "
                                          "refused OTLP/JSON requests counted as requests and bytes only, in "
                                          "refused_requests_uncounted"),
-                       intake_cpu_s=round(c.intake_cpu_s, 4))
+                       intake_cpu_s=round(c.intake_cpu_s, 4),
+                       # over every request handled: taken, refused as bad, or throttled
+                       intake_us_per_request=round(c.intake_cpu_s * 1e6 / c.requests, 1) if c.requests else None)
         return out
 
     def _flush(self) -> None:
@@ -487,14 +501,26 @@ class Recorder:
         if self.anchor is not None:
             self._convert()
             self._drain_hists()
-        with self._spans_lock:  # the receiver's thread adds spans
-            self.writers.flush("spans", "span_resources")
+        with self._spans_lock:  # the receiver's thread adds requests
+            self.writers.flush("otlp_raw")
         self.writers.flush("resources", "kernel_hist", "kernel_events")
         for name, n in self._buffered.items():
             self.counts[name].written += n
             self._buffered[name] = 0
         if self._lock_fd is not None:  # the manifest follows every part: a killed recorder leaves it true
             self._write_manifest(state="recording", complete=False, stop_reason=None)
+
+    def _flatten_spans(self) -> None:
+        """The requests kept in otlp_raw become the spans and span_resources parts, now that
+        the receiver has stopped and the last otlp_raw part is written; the otlp_raw parts
+        go as their spans are written. Left for `slocap repair` when that fails."""
+        try:
+            self.flattened = flatten_raw(self.run_dir, self.writers["spans"], self.writers["span_resources"],
+                                         AttributeLimits.from_config(self.opts.config["otlp"]))
+        except Exception as exc:  # the recording is on disk: its manifest must still be written
+            log.exception("flattening the OTLP requests of %s failed", self.run_dir)
+            self.flatten_error = f"{type(exc).__name__}: {exc}"
+        self.writers["otlp_raw"].parts[:] = [p.name for p in raw_parts(self.run_dir)]
 
     def _write_manifest(self, *, state: str, complete: bool, stop_reason: str | None,
                         ended_ns: int | None = None) -> None:
@@ -527,10 +553,10 @@ class Recorder:
         self.run_dir.mkdir(parents=True, exist_ok=False)
         self._lock_fd = M.hold_recording(self.run_dir)  # released by the kernel however we end
         self.writers = RunWriters(self.run_dir, max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
-        # span parts are written by the loop, or by a receiver thread when a part fills up
-        # (inside the request it times): timed, so the loop's share counts as intake
-        for table in ("spans", "span_resources"):
-            self.writers[table].flush = self._span_writes.wrap(self.writers[table].flush)
+        # otlp_raw parts are written by the loop, or by a receiver thread when a part fills up
+        # (inside the request it times): timed, so the loop's share counts as intake. The span
+        # parts are written after the recording (_flatten_spans), outside its overhead
+        self.writers["otlp_raw"].flush = self._span_writes.wrap(self.writers["otlp_raw"].flush)
         self._cpu0 = time.process_time()
         self._started_ns = time.time_ns()
         stop_reason, complete, failure = "duration", True, None
@@ -629,6 +655,7 @@ class Recorder:
                 self.monitor.close()
             if getattr(self, "_cgroup_fd", None) is not None:
                 os.close(self._cgroup_fd)
+        self._flatten_spans()
         lock_fd, self._lock_fd = self._lock_fd, None
         try:
             self._write_manifest(state="finished", complete=complete, stop_reason=stop_reason,

@@ -6,10 +6,12 @@ BPF stats, which the monitor switches on while it runs (bpf_enable_stats).
 The overhead is split by what caused it:
 
   intake  span intake: the receiver threads' request handling (body read,
-          parse, flatten, store; capture/otlp.py times each request with
-          time.thread_time) and the main loop's writing of span parts
+          parse, id check, the raw request stored; capture/otlp.py times each
+          request with time.thread_time) and the main loop's writing of
+          otlp_raw parts. Flattening them into spans comes after the recording
+          (capture/span_flatten.py), outside the overhead
   kernel  the probes: their BPF run time and the main loop's own CPU (drain,
-          convert, kernel tables written) without the span parts. A signal's
+          convert, kernel tables written) without the otlp_raw parts. A signal's
           own cost is its BPF run time plus the loop's CPU in proportion to
           the events (and histogram rows) it produced
   the rest (gRPC's I/O threads, the HTTP accept thread, a live display)
@@ -67,8 +69,8 @@ class Sample:
     events: int
     overhead_pct: float  # everything: process CPU + BPF run time
     shed_level: int  # probe steps taken so far
-    intake_cpu_s: float = 0.0  # span intake: receiver request handling + span parts written
-    kernel_cpu_s: float = 0.0  # the main loop without span parts: drain, convert, kernel tables
+    intake_cpu_s: float = 0.0  # span intake: receiver request handling + otlp_raw parts written
+    kernel_cpu_s: float = 0.0  # the main loop without otlp_raw parts: drain, convert, kernel tables
     intake_overhead_pct: float = 0.0  # intake_cpu_s over wall × CPUs
     kernel_overhead_pct: float = 0.0  # kernel_cpu_s + BPF run time over wall × CPUs
     spans_refused: int = 0  # in export requests refused with backpressure (protobuf; see capture/otlp.py)
@@ -82,7 +84,7 @@ class IntakeUsage:
     """What span intake cost and refused since the start (cumulative)."""
 
     cpu_s: float = 0.0  # receiver threads, timed per request
-    loop_cpu_s: float = 0.0  # span parts written on the thread that calls ResourceMonitor.sample
+    loop_cpu_s: float = 0.0  # otlp_raw parts written on the thread that calls ResourceMonitor.sample
     spans_refused: int = 0
     requests_refused: int = 0
 

@@ -32,6 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from runfmt.errors import DataError
 from runfmt.schema import SPAN_RESOURCES, SPANS
@@ -322,13 +323,32 @@ class _Resources:
         return out
 
 
-def _hex_id(raw: bytes, size: int, what: str, index: int) -> str:
+def _check_id(raw: bytes, size: int, what: str, index: int) -> None:
     if len(raw) != size:
         raise DataError(
             f"OTLP span {index}: {what} has {len(raw)} bytes, expected {size}",
             hint="the sender does not follow OTLP; check its exporter",
         )
-    return raw.hex()
+
+
+def _check_ids(span: Span, index: int) -> None:
+    """DataError when an id of span number `index` (in the request) has the wrong size."""
+    _check_id(span.trace_id, 16, "trace_id", index)
+    _check_id(span.span_id, 8, "span_id", index)
+    if span.parent_span_id:
+        _check_id(span.parent_span_id, 8, "parent_span_id", index)
+
+
+def check_request(request: ExportTraceServiceRequest) -> int:
+    """What `flatten` would refuse, checked without flattening: DataError for an id of the
+    wrong size, with flatten's message; else the number of spans in the request."""
+    i = 0
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                _check_ids(span, i)
+                i += 1
+    return i
 
 
 class _Chunk:
@@ -380,7 +400,7 @@ class _Chunk:
 
 def flatten(request: ExportTraceServiceRequest, limits: AttributeLimits = DEFAULT_LIMITS) -> Flattened:
     """The request's spans (SPANS_ENCODED, one row per span) and resources (SPAN_RESOURCES),
-    within `limits`. Raises DataError for ids of the wrong size."""
+    within `limits`. Raises DataError for ids of the wrong size (as `check_request` does)."""
     limiter = _Limiter(limits)
     span_targets = {key: (column, limiter.converter(conv)) for key, (column, conv) in _SPAN_COLUMNS.items()}
     fallback_targets = {key: (column, limiter.converter(conv)) for key, (column, conv) in _FALLBACKS.items()}
@@ -408,10 +428,11 @@ def flatten(request: ExportTraceServiceRequest, limits: AttributeLimits = DEFAUL
                     close(c)
                     c = _Chunk()
                 row = len(c.trace_ids)
-                c.trace_ids.append(_hex_id(span.trace_id, 16, "trace_id", i))
-                c.span_ids.append(_hex_id(span.span_id, 8, "span_id", i))
+                _check_ids(span, i)
+                c.trace_ids.append(span.trace_id.hex())
+                c.span_ids.append(span.span_id.hex())
                 parent = span.parent_span_id
-                c.parent_ids.append(_hex_id(parent, 8, "parent_span_id", i) if parent else None)
+                c.parent_ids.append(parent.hex() if parent else None)
                 c.names.append(span.name)
                 c.kinds.append(_KINDS.get(span.kind))
                 start, end = span.start_time_unix_nano, span.end_time_unix_nano

@@ -1,7 +1,8 @@
 """Arrow schemas of the run directory's tables, and where each table lives in a run.
 
 The recorder writes kernel_events, kernel_hist, spans, span_resources and
-resources; the lab writes requests and labels; the analyzer reads them all.
+resources (and otlp_raw while it records); the lab writes requests and labels;
+the analyzer reads them all.
 """
 
 from __future__ import annotations
@@ -141,6 +142,17 @@ SPAN_RESOURCES = pa.schema([
     pa.field("attributes", pa.map_(pa.string(), pa.string())),
 ])
 
+# OTLP export requests as received (capture/otlp.py), one row each, kept while recording;
+# when the recording ends they are flattened into spans and span_resources and their parts
+# removed (capture/span_flatten.py). Only a cut run (or one whose flattening failed) still
+# holds them, until `slocap repair` flattens them: its manifest says otlp.spans_state "raw"
+OTLP_RAW = pa.schema([
+    pa.field("arrival_ns", pa.int64(), nullable=False),  # wall clock, ns since the epoch
+    pa.field("protocol", pa.string(), nullable=False),  # http | grpc
+    pa.field("content_type", pa.string(), nullable=False),  # application/x-protobuf | application/json
+    pa.field("body", pa.binary(), nullable=False),  # the ExportTraceServiceRequest, Content-Encoding undone
+])
+
 # the recorder's own CPU and memory, sampled while it records (overhead)
 RESOURCES = pa.schema([
     pa.field("ts_ns", pa.int64(), nullable=False),
@@ -170,6 +182,7 @@ TABLES = {
     "kernel_hist": (KERNEL_HIST, "kernel_hist/part-*.parquet"),
     "spans": (SPANS, "spans/part-*.parquet"),
     "span_resources": (SPAN_RESOURCES, "span_resources/part-*.parquet"),
+    "otlp_raw": (OTLP_RAW, "otlp_raw/part-*.parquet"),
     "requests": (REQUESTS, "requests/part-*.parquet"),
     "resources": (RESOURCES, "resources/part-*.parquet"),
     "labels": (LABELS, "labels.parquet"),

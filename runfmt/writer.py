@@ -32,7 +32,10 @@ MAX_BUFFER_BYTES = 32 << 20
 
 
 class PartWriter:
-    """Buffers Arrow tables and writes part-NNNNN.parquet by row count, size or age."""
+    """Buffers Arrow tables and writes part-NNNNN.parquet by row count, size or age.
+
+    Numbering goes on after the parts already in `directory` (slocap repair adds span
+    parts to a cut run), and `part_metadata` is written into each part's schema metadata."""
 
     def __init__(self, directory: Path, schema: pa.Schema, *, max_rows: int, max_seconds: float) -> None:
         self.directory = directory
@@ -46,7 +49,9 @@ class PartWriter:
         self._buffered_rows = 0
         self._buffered_bytes = 0
         self._opened_at = time.monotonic()
+        self.part_metadata: dict[str, str] = {}
         directory.mkdir(parents=True, exist_ok=True)
+        self._next = 1 + max((_part_number(p.name) for p in directory.glob("part-*.parquet")), default=-1)
 
     @property
     def buffered_rows(self) -> int:
@@ -68,14 +73,25 @@ class PartWriter:
         if not self._buffered_rows:
             return
         table = pa.concat_tables(self._buffer)
-        table = table.cast(_encoded(self.schema, table.schema)).unify_dictionaries()
-        name = f"part-{len(self.parts):05d}.parquet"
+        schema = _encoded(self.schema, table.schema)
+        if self.part_metadata:
+            schema = schema.with_metadata({**(schema.metadata or {}), **self.part_metadata})
+        table = table.cast(schema).unify_dictionaries()
+        name = f"part-{self._next:05d}.parquet"
+        self._next += 1
+        self.directory.mkdir(parents=True, exist_ok=True)  # removed once emptied (otlp_raw) and used again
         self.bytes_written += write_table_atomic(table, self.directory / name)
         self.parts.append(name)
         self.rows_written += table.num_rows
         self._buffer.clear()
         self._buffered_rows = 0
         self._buffered_bytes = 0
+
+
+def _part_number(name: str) -> int:
+    """NNNNN of part-NNNNN.parquet; -1 for another name."""
+    digits = name[len("part-"):-len(".parquet")]
+    return int(digits) if digits.isdigit() else -1
 
 
 def _encoded(schema: pa.Schema, have: pa.Schema) -> pa.Schema:
@@ -91,8 +107,9 @@ def _encoded(schema: pa.Schema, have: pa.Schema) -> pa.Schema:
     return pa.schema(fields, metadata=schema.metadata)
 
 
-# the tables the recorder writes, each a folder of parts
-RECORDED_TABLES = ("kernel_events", "kernel_hist", "resources", "spans", "span_resources")
+# the tables the recorder writes, each a folder of parts (otlp_raw only until the spans are
+# flattened from it: capture/span_flatten.py)
+RECORDED_TABLES = ("kernel_events", "kernel_hist", "resources", "spans", "span_resources", "otlp_raw")
 
 
 class RunWriters:

@@ -26,7 +26,8 @@ import capture.spans
 from analyze import otlp_export
 from analyze.correlate import CONFIDENCE, correlate_run
 from analyze.otlp_export import ExportError, Target, failure_reason
-from capture.otlp import OtlpReceiver
+from capture.otlp import OtlpReceiver, RawRequest
+from capture.span_flatten import flatten_body
 from runfmt.config import load_config
 from runfmt.contracts import validate
 from runfmt.errors import ConfigError
@@ -42,11 +43,19 @@ SAME = [f.name for f in SPANS if f.name not in ("attributes", "resource_id")]
 
 
 class Spans:
-    """on_spans and on_resources of an OtlpReceiver: keeps every table."""
+    """on_request of an OtlpReceiver: keeps every request as it came, and flattens them as
+    the recorder does after a recording (capture/span_flatten.py flatten_body)."""
 
     def __init__(self) -> None:
+        self.requests: list[RawRequest] = []
         self.tables: list[pa.Table] = []
         self.resource_tables: list[pa.Table] = []
+
+    def __call__(self, raw: RawRequest) -> None:
+        self.requests.append(raw)
+        flat = flatten_body(raw.media_type, raw.body)
+        self.tables.append(flat.spans)
+        self.resource_tables.append(flat.resources)
 
     def table(self) -> pa.Table:
         return pa.concat_tables(self.tables).cast(SPANS) if self.tables else SPANS.empty_table()
@@ -66,8 +75,7 @@ class Spans:
 @contextmanager
 def receiver() -> Iterator[tuple[OtlpReceiver, Spans]]:
     spans = Spans()
-    r = OtlpReceiver("127.0.0.1:0", "127.0.0.1:0", 64 * 1024 * 1024, spans.tables.append,
-                     on_resources=spans.resource_tables.append)
+    r = OtlpReceiver("127.0.0.1:0", "127.0.0.1:0", 64 * 1024 * 1024, spans)
     r.start()
     try:
         yield r, spans

@@ -158,3 +158,41 @@ def test_a_finished_run_gives_no_warning(run_dir):
     assert r.exit_code == 0, r.output
     assert r.stderr == ""
     assert r.stdout.splitlines() == ['"state","degraded"', '"finished",false']
+
+
+def _raw_spans(run_dir: Path) -> None:
+    """What a recorder leaves when its spans were never flattened: otlp_raw parts, spans_state raw."""
+    import pyarrow.parquet as pq
+
+    from runfmt.schema import OTLP_RAW
+
+    (run_dir / "otlp_raw").mkdir()
+    pq.write_table(OTLP_RAW.empty_table(), run_dir / "otlp_raw" / "part-00000.parquet")
+    m = json.loads((run_dir / "manifest.json").read_text())
+    _edit_manifest(run_dir, otlp={**(m.get("otlp") or {}), "enabled": True, "spans_state": "raw"})
+
+
+def test_a_run_whose_spans_are_still_raw_says_how_to_flatten_them(run_dir):
+    _raw_spans(run_dir)
+    said = f"warning: run {run_dir}: its spans are still raw OTLP bodies: run `slocap repair {run_dir}`"
+    r = _sloan("sql", "SELECT count(*) AS n FROM otlp_raw", "--runs", run_dir, "--format", "csv")
+    assert r.exit_code == 0, r.output
+    assert r.stderr.splitlines() == [said]
+    _cut(run_dir)
+    assert run_warnings(run_dir, json.loads((run_dir / "manifest.json").read_text()))[1] == said[len("warning: "):]
+
+
+def test_raw_spans_are_no_warning_while_recording_or_once_flattened(run_dir):
+    _raw_spans(run_dir)
+    _cut(run_dir)
+    fd = hold_recording(run_dir)  # still recording: its spans are raw by design until it ends
+    try:
+        assert run_warnings(run_dir, json.loads((run_dir / "manifest.json").read_text())) == [
+            f"run {run_dir} is still recording: results are partial"]
+    finally:
+        os.close(fd)
+    _edit_manifest(run_dir, state="finished", complete=True)
+    (run_dir / "otlp_raw" / "part-00000.parquet").unlink()  # flattened: the parts are gone
+    assert run_warnings(run_dir, json.loads((run_dir / "manifest.json").read_text())) == []
+    _edit_manifest(run_dir, otlp={"enabled": True})  # older runs have no spans_state: final
+    assert run_warnings(run_dir, json.loads((run_dir / "manifest.json").read_text())) == []

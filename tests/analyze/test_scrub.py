@@ -439,6 +439,21 @@ def test_unknown_text_column_stops_the_scrub(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "scrub.key"]  # nothing written
 
 
+def test_raw_otlp_bodies_stop_the_scrub(tmp_path):
+    """A run whose spans were never flattened holds the request bodies as sent: not copied."""
+    from runfmt.schema import OTLP_RAW
+
+    run_dir = make_run(tmp_path / "runs", "r1")
+    (run_dir / "otlp_raw").mkdir()
+    pq.write_table(pa.table({"arrival_ns": [1], "protocol": ["http"], "content_type": ["application/json"],
+                             "body": [b'{"resourceSpans": []}']}, schema=OTLP_RAW),
+                   run_dir / "otlp_raw" / "part-00000.parquet")
+    with pytest.raises(DataError, match="still raw OTLP bodies") as refused:
+        scrub([tmp_path / "runs"], tmp_path / "out", _key_file(tmp_path))
+    assert refused.value.hint == f"flatten them first: slocap repair {run_dir}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "scrub.key"]  # nothing written
+
+
 def test_library_refusals(tmp_path):
     root = tmp_path / "runs"
     make_run(root, "r1")

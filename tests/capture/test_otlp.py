@@ -1,4 +1,5 @@
-"""OTLP intake: the stock OpenTelemetry SDK exporters, unchanged, against OtlpReceiver."""
+"""OTLP intake: the stock OpenTelemetry SDK exporters, unchanged, against OtlpReceiver; the
+requests it takes flattened into spans as the recorder does after a recording."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 import pyarrow as pa
@@ -48,17 +50,19 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from capture.otlp import OtlpReceiver, parse_endpoint
+from capture.otlp import JSON, PROTOBUF, OtlpReceiver, RawRequest, parse_endpoint
+from capture.span_flatten import SOURCE, flatten_body, flatten_raw, raw_table
 from capture.spans import (
     DEFAULT_LIMITS,
     SPANS_ENCODED,
     AttributeLimits,
+    Flattened,
     flatten,
     render,
 )
 from runfmt.config import load_config
-from runfmt.errors import CaptureError, ConfigError, DataError
-from runfmt.schema import SPAN_RESOURCES, SPANS
+from runfmt.errors import CaptureError, ConfigError, DataError, SloError
+from runfmt.schema import OTLP_RAW, SPAN_RESOURCES, SPANS
 from runfmt.writer import RunWriters
 from tests.support.runs import write_run
 
@@ -79,33 +83,45 @@ RESOURCE = {
 
 
 class Sink:
-    """on_spans (and `resources`, on_resources) for the tests: keeps every table."""
+    """on_request for the tests: keeps every request as it came, and flattens them as the
+    recorder does once a recording ends (capture/span_flatten.py flatten_body), within `limits`."""
 
-    def __init__(self, fail_first: bool = False) -> None:
-        self.tables: list[pa.Table] = []
-        self.resource_tables: list[pa.Table] = []
+    def __init__(self, fail_first: bool = False, limits: AttributeLimits = DEFAULT_LIMITS) -> None:
+        self.requests: list[RawRequest] = []
         self.fail_first = fail_first
+        self.limits = limits
+        self._flat: list[Flattened] | None = None
 
-    def __call__(self, table: pa.Table) -> None:
+    def __call__(self, raw: RawRequest) -> None:
         if self.fail_first:
             self.fail_first = False
             raise OSError("disk full")
-        self.tables.append(table)
+        self.requests.append(raw)
+        self._flat = None
 
-    def resources(self, table: pa.Table) -> None:
-        self.resource_tables.append(table)
+    def flattened(self) -> list[Flattened]:
+        """Each request flattened, once (resource ids are random: a second flattening would differ)."""
+        if self._flat is None:
+            self._flat = [flatten_body(r.media_type, r.body, self.limits) for r in self.requests]
+        return self._flat
 
     def table(self) -> pa.Table:
-        return pa.concat_tables(self.tables) if self.tables else SPANS_ENCODED.empty_table()
+        tables = [f.spans for f in self.flattened()]
+        return pa.concat_tables(tables) if tables else SPANS_ENCODED.empty_table()
 
     def resource_table(self) -> pa.Table:
-        return pa.concat_tables(self.resource_tables) if self.resource_tables else SPAN_RESOURCES.empty_table()
+        tables = [f.resources for f in self.flattened()]
+        return pa.concat_tables(tables) if tables else SPAN_RESOURCES.empty_table()
+
+    def cuts(self) -> tuple[int, int]:
+        """(attributes dropped, values truncated) by the limits."""
+        return (sum(f.attributes_dropped for f in self.flattened()),
+                sum(f.values_truncated for f in self.flattened()))
 
 
 @contextmanager
-def running(sink: Sink, cap: int = 4 * 1024 * 1024, limits: AttributeLimits = DEFAULT_LIMITS
-            ) -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver("127.0.0.1:0", "127.0.0.1:0", cap, sink, on_resources=sink.resources, limits=limits)
+def running(sink: Sink, cap: int = 4 * 1024 * 1024) -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver("127.0.0.1:0", "127.0.0.1:0", cap, sink)
     receiver.start()
     try:
         yield receiver
@@ -203,12 +219,17 @@ def test_sdk_exporter_spans_arrive_as_typed_rows(transport: str) -> None:
         started, ended = send_with_sdk(exporter)
         counters = receiver.counters
 
+    # taken as they came: one raw request per export, its body as the exporter encoded it
+    assert {(r.protocol, r.media_type) for r in sink.requests} == {(transport, PROTOBUF)}
+    assert sum(r.spans for r in sink.requests) == N_SPANS
+    assert all(started <= r.arrival_ns <= time.time_ns() for r in sink.requests)
+
     table = sink.table()
     assert table.schema == SPANS_ENCODED
     assert table.cast(SPANS).schema == SPANS
     assert table.num_rows == N_SPANS
     assert counters.spans_received == N_SPANS
-    assert counters.requests_ok == len(sink.tables)
+    assert counters.requests_ok == len(sink.requests)
     assert not any(counters.rejected.values())
     assert pc.count_distinct(table["span_id"]).as_py() == N_SPANS
     assert pc.count_distinct(table["trace_id"]).as_py() == N_SPANS // 2
@@ -217,7 +238,7 @@ def test_sdk_exporter_spans_arrive_as_typed_rows(transport: str) -> None:
 
     # the resource's other attributes: once per export request, not per span
     resources = {r["resource_id"]: dict(r["attributes"]) for r in sink.resource_table().to_pylist()}
-    assert len(resources) == len(sink.tables)
+    assert len(resources) == len(sink.requests)
     assert set(table["resource_id"].to_pylist()) == set(resources)
     for attributes in resources.values():
         assert attributes["resource.deployment.environment.name"] == "lab"
@@ -331,6 +352,9 @@ def test_http_accepts_gzip_and_otlp_json() -> None:
         assert status == 400 and "message" in json.loads(body)
         counters = receiver.counters
 
+    # kept with Content-Encoding undone, and with the media type it is parsed by
+    assert [(r.media_type, r.protocol) for r in sink.requests] == [(PROTOBUF, "http"), (JSON, "http")]
+    assert sink.requests[0].body == request().SerializeToString()
     table = sink.table()
     assert table.num_rows == 4
     json_row = table.filter(pc.equal(table["name"], "json span")).to_pylist()[0]
@@ -383,8 +407,8 @@ def test_stop_is_bounded_and_final() -> None:
     entered, release = threading.Event(), threading.Event()
     calls: list[int] = []
 
-    def slow_sink(table: pa.Table) -> None:
-        calls.append(table.num_rows)
+    def slow_sink(raw: RawRequest) -> None:
+        calls.append(raw.spans)
         entered.set()
         release.wait(10)
 
@@ -406,11 +430,11 @@ def test_stop_is_bounded_and_final() -> None:
         stuck.start()
         assert entered.wait(10)
         begun = time.monotonic()
-        receiver.stop(grace=0.5)  # on_spans is blocked: stop must not wait for it
+        receiver.stop(grace=0.5)  # on_request is blocked: stop must not wait for it
         assert time.monotonic() - begun < 3
         release.set()
         stuck.join(10)
-        # stop() cut the stuck client off rather than wait for on_spans
+        # stop() cut the stuck client off rather than wait for on_request
         assert len(outcome) == 1 and isinstance(outcome[0], (OSError, http.client.HTTPException))
         with pytest.raises((OSError, http.client.HTTPException)):  # the idle connection is gone
             idle.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
@@ -418,7 +442,7 @@ def test_stop_is_bounded_and_final() -> None:
     finally:
         release.set()
         idle.close()
-    assert calls == [3]  # nothing reached on_spans after stop()
+    assert calls == [3]  # nothing reached on_request after stop()
 
 
 def test_port_in_use_names_the_endpoint() -> None:
@@ -583,16 +607,16 @@ def test_render_stays_within_its_limit() -> None:
     assert parsed == "leaf"
 
 
-def test_receiver_applies_the_configured_limits_and_counts_the_cuts() -> None:
+def test_the_configured_limits_apply_to_what_the_receiver_took_and_the_cuts_are_counted() -> None:
     cfg = load_config()["otlp"]
     limits = AttributeLimits.from_config(cfg)
     assert limits == AttributeLimits(count=128, value_length=4096)  # the defaults, as documented
-    sink = Sink()
+    sink = Sink(limits=limits)
     req = request(n=3, attributes=[kv(f"a{i}", string_value="v" * 5000) for i in range(130)])
-    with running(sink, limits=limits) as receiver:
+    with running(sink) as receiver:
         assert post(receiver.http_port, req.SerializeToString()) == (200, b"")
-        counters = receiver.counters
-    assert (counters.attributes_dropped, counters.values_truncated) == (3 * 2, 3 * 128)
+    assert sink.requests[0].body == req.SerializeToString()  # taken whole: the limits apply when flattened
+    assert sink.cuts() == (3 * 2, 3 * 128)
     table = sink.table()
     assert {len(a) for a in table["attributes"].to_pylist()} == {128}
     assert {len(v) for a in table["attributes"].to_pylist() for _, v in a} == {4096}
@@ -628,3 +652,232 @@ def test_span_parts_keep_resources_encoded_and_open_as_views(tmp_path) -> None:
         "FROM spans s LEFT JOIN span_resources r USING (run, resource_id) GROUP BY s.run ORDER BY s.run").fetchall()
     assert rows[0][:4] == ("new", 600, 3, 600)
     assert rows[1] == ("old", 1, 0, 0, None)
+
+
+# --- taken raw, flattened after the recording (capture/span_flatten.py) ------------------------
+
+
+def test_a_malformed_body_or_an_id_of_the_wrong_size_is_refused_at_intake_with_400() -> None:
+    """Checked when taken, not when flattened: the exporter is told at once, and nothing is kept."""
+    bad_id = request(n=2)
+    bad_id.resource_spans[0].scope_spans[0].spans[1].parent_span_id = b"\x01\x02\x03"
+    with pytest.raises(DataError) as flattening:
+        flatten(bad_id)
+    json_bad_id = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abcd", "spanId": "eee19b7ec3c1b174"}]}]}]}
+    sink = Sink()
+    with running(sink) as receiver:
+        status, body = post(receiver.http_port, bad_id.SerializeToString())
+        assert status == 400
+        # the same check as flatten's, in its words (one definition in capture/spans.py)
+        assert status_pb2.Status.FromString(body).message == str(flattening.value)
+        assert "OTLP span 1: parent_span_id has 3 bytes, expected 8" in str(flattening.value)
+        status, body = post(receiver.http_port, b"\xff\xff\xff this is not protobuf")
+        assert status == 400
+        assert "not a protobuf ExportTraceServiceRequest" in status_pb2.Status.FromString(body).message
+        status, body = post(receiver.http_port, json.dumps(json_bad_id).encode(), content_type=JSON)
+        assert status == 400 and "OTLP span 0: trace_id has 2 bytes, expected 16" in json.loads(body)["message"]
+        assert post(receiver.http_port, request(n=1).SerializeToString()) == (200, b"")
+        counters = receiver.counters
+    assert [r.spans for r in sink.requests] == [1]  # only the good one was kept
+    assert counters.rejected["malformed"] == 3
+    assert (counters.requests_ok, counters.spans_received) == (1, 1)
+
+
+def _varied_requests() -> list[tuple[str, bytes]]:
+    """(media type, body) of export requests of several shapes: resources with columns and
+    other attributes, a spanless resource, attributes past small limits, OTLP/JSON."""
+    wide = request(n=4, attributes=[kv(f"a{i}", string_value="v" * 40) for i in range(6)])
+    wide.resource_spans[0].resource.attributes.extend([kv("k8s.pod.name", string_value="pod-a"),
+                                                       kv("env", string_value="lab")])
+    two = ExportTraceServiceRequest(resource_spans=[
+        ResourceSpans(resource=ResourceProto(attributes=[kv("service.name", string_value="b")]),
+                      scope_spans=[_scope("lib-1", 100, 3)]),
+        ResourceSpans(resource=ResourceProto(attributes=[kv("env", string_value="spanless")])),
+        ResourceSpans(resource=ResourceProto(attributes=[kv("service.name", string_value="c")]),
+                      scope_spans=[_scope("lib-2", 200, 2)]),
+    ])
+    document = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name",
+                                                                 "value": {"stringValue": "json"}}]},
+                                   "scopeSpans": [{"spans": [{
+                                       "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+                                       "name": "json span", "kind": 2, "startTimeUnixNano": "1544712660000000000",
+                                       "endTimeUnixNano": "1544712661000000000"}]}]}]}
+    return [(PROTOBUF, request(n=3).SerializeToString()), (PROTOBUF, wide.SerializeToString()),
+            (JSON, json.dumps(document).encode()), (PROTOBUF, two.SerializeToString()),
+            (PROTOBUF, request(n=1).SerializeToString())]
+
+
+def _spans_with_resources(spans: pa.Table, resources: pa.Table) -> list[dict]:
+    """Span rows with their resource's attributes in place of the (random) resource_id."""
+    by_id = {r["resource_id"]: dict(r["attributes"]) for r in resources.to_pylist()}
+    rows = spans.cast(SPANS).to_pylist()
+    for r in rows:
+        r["resource_attributes"] = by_id[r.pop("resource_id")]
+    return rows
+
+
+def test_flatten_raw_makes_the_spans_of_the_raw_parts_and_removes_them(tmp_path) -> None:
+    """What the receiver took, through otlp_raw parts and flatten_raw: the same rows as each body
+    flattened on its own, within the limits, each resource once; the raw parts gone after."""
+    limits = AttributeLimits(count=5, value_length=16)
+    run_dir = tmp_path / "run"
+    writers = RunWriters(run_dir, max_rows=1_000, max_seconds=60)
+    kept = Sink(limits=limits)
+
+    def on_request(raw: RawRequest) -> None:
+        kept(raw)
+        writers["otlp_raw"].add(raw_table(raw))
+
+    receiver = OtlpReceiver("127.0.0.1:0", "127.0.0.1:0", SMALL_CAP, on_request)
+    receiver.start()
+    try:
+        for i, (media_type, body) in enumerate(_varied_requests()):
+            headers = {"Content-Encoding": "gzip"} if i == 1 else {}
+            assert post(receiver.http_port, gzip.compress(body) if headers else body, content_type=media_type,
+                        headers=headers)[0] == 200
+            if i % 2:
+                writers.flush("otlp_raw")  # three parts
+    finally:
+        receiver.stop()
+    writers.flush("otlp_raw")
+    raw = pq.read_table(run_dir / "otlp_raw")
+    assert raw.schema.remove_metadata() == OTLP_RAW
+    assert raw["body"].to_pylist() == [r.body for r in kept.requests]  # as sent, gzip undone
+    assert raw["content_type"].to_pylist() == [PROTOBUF, PROTOBUF, JSON, PROTOBUF, PROTOBUF]
+    assert set(raw["protocol"].to_pylist()) == {"http"}
+    parts = [p.name for p in sorted((run_dir / "otlp_raw").glob("part-*.parquet"))]
+    assert len(parts) == 3
+
+    result = flatten_raw(run_dir, writers["spans"], writers["span_resources"], limits)
+
+    assert (result.requests, result.spans, result.malformed, result.parts) == (5, 14, 0, parts)
+    assert (result.attributes_dropped, result.values_truncated) == kept.cuts() != (0, 0)
+    assert not (run_dir / "otlp_raw").exists()
+    spans = pq.read_table(run_dir / "spans")
+    resources = pq.read_table(run_dir / "span_resources")
+    assert resources.num_rows == 6  # one per resource with spans, per request
+    assert _spans_with_resources(spans, resources) == _spans_with_resources(kept.table(), kept.resource_table())
+    sources = {pq.read_schema(p).metadata[SOURCE.encode()].decode() for p in (run_dir / "spans").iterdir()}
+    assert sources == set(parts)
+
+
+def test_a_flattening_cut_short_is_made_again_without_twice_a_span(tmp_path) -> None:
+    """Cut after the span parts of an otlp_raw part were written but before it was removed:
+    the next flattening (slocap repair's) removes those span parts and makes them again."""
+    run_dir = tmp_path / "run"
+    writers = RunWriters(run_dir, max_rows=1_000, max_seconds=60)
+    requests = _varied_requests()
+    for i, (media_type, body) in enumerate(requests):
+        writers["otlp_raw"].add(raw_table(RawRequest("grpc", media_type, i, body, 0)))
+        if i == 1:
+            writers.flush("otlp_raw")
+    writers.flush("otlp_raw")
+    first = run_dir / "otlp_raw" / "part-00000.parquet"
+    saved = first.read_bytes()
+    done = flatten_raw(run_dir, writers["spans"], writers["span_resources"])
+    assert done.spans == 14
+    (run_dir / "otlp_raw").mkdir()
+    first.write_bytes(saved)  # as if the recorder was killed before removing it
+
+    again = flatten_raw(run_dir, *(RunWriters(run_dir, max_rows=1_000, max_seconds=60)[t]
+                                   for t in ("spans", "span_resources")))
+    assert (again.requests, again.spans, again.parts) == (2, 7, ["part-00000.parquet"])
+    assert sorted(Path(p).name for p in again.redone) == ["part-00000.parquet"] * 2  # spans, span_resources
+    spans = pq.read_table(run_dir / "spans")
+    resources = pq.read_table(run_dir / "span_resources")
+    each_once = [flatten_body(media_type, body) for media_type, body in requests]
+    assert sorted(map(repr, _spans_with_resources(spans, resources))) == sorted(map(repr, _spans_with_resources(
+        pa.concat_tables([f.spans for f in each_once]), pa.concat_tables([f.resources for f in each_once]))))
+    # numbered on after the parts there: the second part's spans were not overwritten
+    assert sorted(p.name for p in (run_dir / "spans").iterdir()) == ["part-00001.parquet", "part-00002.parquet"]
+    assert resources.num_rows == 6
+
+
+def test_a_damaged_raw_part_is_named_and_kept_and_the_others_flattened(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    writers = RunWriters(run_dir, max_rows=1_000, max_seconds=60)
+    for i, (media_type, body) in enumerate(_varied_requests()[:2]):
+        writers["otlp_raw"].add(raw_table(RawRequest("http", media_type, i, body, 0)))
+        writers.flush("otlp_raw")
+    damaged = run_dir / "otlp_raw" / "part-00000.parquet"
+    damaged.write_bytes(b"PAR1 not really")
+    result = flatten_raw(run_dir, writers["spans"], writers["span_resources"])
+    assert result.parts == ["part-00001.parquet"] and result.spans == 4
+    assert len(result.damaged) == 1 and result.damaged[0].startswith(f"{damaged}: ")
+    assert damaged.exists()
+
+
+@pytest.mark.kernel
+def test_a_recorded_run_holds_its_requests_flattened_and_no_raw_part(recording) -> None:
+    """slocap record keeps the requests raw while it records (the manifest says so) and, when
+    it ends, the spans are those of the bodies sent, flattened; otlp_raw is gone."""
+    sent = _varied_requests() * 2
+    with recording(["dns"], part_max_seconds=0.3) as rec:
+        port = int(rec.otlp_endpoint.rsplit(":", 1)[1])
+        for i, (media_type, body) in enumerate(sent):
+            assert post(port, body, content_type=media_type)[0] == 200
+            if i == len(sent) // 2:
+                time.sleep(0.8)  # a part of raw requests is written
+        deadline = time.monotonic() + 10
+        while len(list((rec.run_dir / "otlp_raw").glob("part-*.parquet"))) < 2:
+            assert time.monotonic() < deadline, "no otlp_raw parts written while recording"
+            time.sleep(0.1)
+        while_recording = json.loads((rec.run_dir / "manifest.json").read_text())["otlp"]
+        assert not list((rec.run_dir / "spans").glob("part-*.parquet"))
+    assert while_recording["spans_state"] == "raw" and while_recording["flatten"] is None
+
+    run_dir = rec.run_dir
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    otlp = manifest["otlp"]
+    limits = AttributeLimits.from_config(manifest["config"]["otlp"])
+    expected = [flatten_body(media_type, body, limits) for media_type, body in sent]
+    n_spans = sum(f.num_spans for f in expected)
+    assert otlp["spans_state"] == "final"
+    assert (otlp["requests_ok"], otlp["raw_requests_written"]) == (len(sent), len(sent))
+    assert otlp["spans_received"] == otlp["spans_written"] == n_spans
+    assert (otlp["flatten"]["requests"], otlp["flatten"]["spans"]) == (len(sent), n_spans)
+    assert otlp["flatten"]["cpu_s"] > 0 and otlp["flatten"]["us_per_request"] > 0
+    assert otlp["intake_us_per_request"] > 0
+    assert otlp["attributes_dropped"] == sum(f.attributes_dropped for f in expected)
+    assert otlp["values_truncated"] == sum(f.values_truncated for f in expected)
+    assert manifest["files"]["otlp_raw"] == [] and not (run_dir / "otlp_raw").exists()
+    assert manifest["files"]["spans"] == sorted(p.name for p in (run_dir / "spans").glob("part-*.parquet"))
+    spans = pq.read_table(sorted((run_dir / "spans").glob("part-*.parquet")), partitioning=None)
+    resources = pq.read_table(sorted((run_dir / "span_resources").glob("part-*.parquet")), partitioning=None)
+    assert _spans_with_resources(spans, resources) == _spans_with_resources(
+        pa.concat_tables([f.spans for f in expected]), pa.concat_tables([f.resources for f in expected]))
+
+
+@pytest.mark.kernel
+def test_a_failed_flattening_leaves_the_run_raw_and_repair_flattens_it(recording, monkeypatch) -> None:
+    """Flattening fails at the end of a recording: the run is finished, its requests stay raw
+    (the manifest says why), and slocap repair flattens them without calling the run cut."""
+    from capture import recorder
+    from capture.repair import repair_run
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(recorder, "flatten_raw", disk_full)
+    with recording(["dns"]) as rec:
+        port = int(rec.otlp_endpoint.rsplit(":", 1)[1])
+        for media_type, body in _varied_requests():
+            assert post(port, body, content_type=media_type)[0] == 200
+    run_dir = rec.run_dir
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["state"] == "finished"
+    assert manifest["otlp"]["spans_state"] == "raw" and "No space left" in manifest["otlp"]["flatten"]["error"]
+    assert manifest["files"]["otlp_raw"] == ["part-00000.parquet"] and manifest["otlp"]["spans_written"] == 0
+
+    before = manifest
+    repaired = repair_run(run_dir)
+    assert (repaired.flattened.requests, repaired.flattened.spans) == (5, 14)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    # not cut: it finished, and says so as before
+    assert (manifest["state"], manifest["complete"], manifest["stop_reason"]) == (
+        "finished", before["complete"], before["stop_reason"])
+    otlp = manifest["otlp"]
+    assert (otlp["spans_state"], otlp["spans_written"], otlp["flatten"]["by"]) == ("final", 14, "slocap repair")
+    assert manifest["files"]["otlp_raw"] == [] and not (run_dir / "otlp_raw").exists()
+    with pytest.raises(SloError, match="is not cut"):  # nothing left to do
+        repair_run(run_dir)

@@ -3,11 +3,13 @@ otlp.max_request_bytes keeps the receiving process's peak RSS under MAX_PEAK_RSS
 "Spans, trace stamping and pods").
 
 The receiver runs in a process of its own (tests/support/otlp_receiver.py), storing parts as
-the recorder does; each body is built byte by byte to just under the size cap, in a shape
-meant to blow memory up: resource attributes repeated over many spans, many span
-attributes, huge values, deeply nested values, many resources. The peak (VmHWM of
-/proc/PID/status, reset before each body) must stay under the bound, and what was stored
-must be right: limits applied, the cuts counted, every resource stored once.
+the recorder does: each request taken as it came (otlp_raw), then flattened into spans
+(capture/span_flatten.py), which the recorder does when a recording ends. Each body is built
+byte by byte to just under the size cap, in a shape meant to blow memory up: resource
+attributes repeated over many spans, many span attributes, huge values, deeply nested values,
+many resources. The peak (VmHWM of /proc/PID/status, reset before each body, read once it is
+taken and flattened) must stay under the bound, and what was stored must be right: limits
+applied, the cuts counted, every resource stored once.
 """
 
 from __future__ import annotations
@@ -255,7 +257,8 @@ class Receiver:
             conn.close()
 
     def flush(self) -> dict:
-        """Writes the open parts; the receiver's counters."""
+        """Writes the open parts and flattens the requests taken; the receiver's counters and
+        the flattening's."""
         self.process.stdin.write("flush\n")
         self.process.stdin.flush()
         return json.loads(self.process.stdout.readline())
@@ -288,6 +291,7 @@ def test_any_body_under_the_cap_keeps_peak_rss_under_the_bound(tmp_path: Path) -
             assert len(b.body) <= CAP
             r.reset_peak()
             assert r.send(b.body, b.transport) == "ok", b.name
+            r.flush()  # flattened, as the recorder does when the recording ends
             peaks[b.name] = r.peak_rss()
         counters = r.flush()
     report = ", ".join(f"{name}: {peak / 2**20:.0f} MiB" for name, peak in peaks.items())
@@ -296,8 +300,10 @@ def test_any_body_under_the_cap_keeps_peak_rss_under_the_bound(tmp_path: Path) -
     # what was stored is right: every span, each resource once, within the limits
     assert counters["requests_ok"] == len(bodies)
     assert counters["spans_received"] == sum(b.spans for b in bodies)
+    assert (counters["flattened_requests"], counters["flattened_spans"]) == (len(bodies), counters["spans_received"])
     assert counters["attributes_dropped"] == sum(b.dropped for b in bodies)
     assert counters["values_truncated"] == sum(b.truncated for b in bodies)
+    assert not (tmp_path / "otlp_raw").exists()
     spans = pq.read_table(tmp_path / "spans")
     resources = pq.read_table(tmp_path / "span_resources")
     assert spans.num_rows == counters["spans_received"]
@@ -357,5 +363,6 @@ def test_the_recorder_itself_stays_under_the_bound_with_every_shape(tmp_path: Pa
     (run_dir,) = out.glob("tag=*/scenario=*/run=*")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["otlp"]["requests_ok"] == 2 * len(BODIES)
+    assert (manifest["otlp"]["spans_state"], manifest["otlp"]["flatten"]["requests"]) == ("final", 2 * len(BODIES))
     peak = manifest["recorder"]["max_rss_kb"] * 1024
     assert peak <= MAX_PEAK_RSS, f"recorder peak RSS {peak / 2**20:.0f} MiB"

@@ -98,6 +98,97 @@ def test_after_kill_9_the_run_reads_cut_and_repair_counts_what_is_on_disk(tmp_pa
     assert again.returncode == 0 and f"kernel_events {rows:,} rows" in again.stdout  # idempotent
 
 
+def _export_body(n: int, first: int) -> bytes:
+    """An OTLP/protobuf export of n spans, span ids first, first + 1 ..."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    spans = [Span(trace_id=bytes(range(16)), span_id=(first + i).to_bytes(8, "big"), name=f"s{first + i}",
+                  start_time_unix_nano=1_700_000_000_000_000_000, end_time_unix_nano=1_700_000_000_000_001_000,
+                  attributes=[KeyValue(key="app.seq", value=AnyValue(int_value=first + i))]) for i in range(n)]
+    resource = Resource(attributes=[KeyValue(key="service.name", value=AnyValue(string_value="svc")),
+                                    KeyValue(key="env", value=AnyValue(string_value="lab"))])
+    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(resource=resource, scope_spans=[
+        ScopeSpans(spans=spans)])]).SerializeToString()
+
+
+def _post(port: int, body: bytes) -> int:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+@pytest.mark.kernel
+def test_after_kill_9_the_raw_otlp_requests_are_kept_and_repair_flattens_them(tmp_path):
+    """kill -9 while recording spans: the requests taken are on disk raw (otlp_raw), every sloan command says so, slocap repair flattens them once."""
+    out = tmp_path / "runs"
+    port = _free_port()
+    cfg = _config(tmp_path, otlp={"endpoint": f"127.0.0.1:{port}"}, capture={"part_max_seconds": 0.3})
+    proc = subprocess.Popen([SLOCAP, "record", "--out", str(out), "--config", str(cfg), "--signals", "dns"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: list(out.glob("tag=*/scenario=*/run=*/manifest.json")), proc, 60, "the run")
+        (run_dir,) = out.glob("tag=*/scenario=*/run=*")
+        for i in range(6):
+            assert _post(port, _export_body(50, 1 + 50 * i)) == 200
+        sent = 6 * 50
+
+        def all_raw_on_disk() -> bool:
+            parts = list((run_dir / "otlp_raw").glob("part-*.parquet"))
+            return sum(pq.read_metadata(p).num_rows for p in parts) == 6 and json.loads(
+                (run_dir / "manifest.json").read_text())["otlp"]["raw_requests_written"] == 6
+
+        _wait_for(all_raw_on_disk, proc, 30, "the requests in otlp_raw parts")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        proc.communicate()
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert (manifest["state"], manifest["otlp"]["spans_state"]) == ("recording", "raw")
+    assert manifest["otlp"]["spans_received"] == sent and manifest["otlp"]["spans_written"] == 0
+    assert not list((run_dir / "spans").glob("part-*.parquet"))
+    raw_warning = f"run {run_dir}: its spans are still raw OTLP bodies: run `slocap repair {run_dir}`"
+    done = subprocess.run([SLOAN, "sql", "SELECT count(*) AS n FROM spans", "--runs", str(run_dir)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "was cut" in done.stderr and f"warning: {raw_warning}" in done.stderr.splitlines(), done.stderr
+
+    done = subprocess.run([SLOCAP, "repair", str(run_dir)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "spans flattened from 6 raw OTLP request(s)" in done.stdout and f"{sent} spans" in done.stdout
+    assert f"spans {sent} rows" in done.stdout and "otlp_raw 0 rows" in done.stdout
+    repaired = json.loads((run_dir / "manifest.json").read_text())
+    otlp = repaired["otlp"]
+    assert (repaired["state"], otlp["spans_state"], otlp["spans_written"]) == ("cut", "final", sent)
+    assert (otlp["flatten"]["requests"], otlp["flatten"]["spans"], otlp["flatten"]["by"]) == (6, sent, "slocap repair")
+    assert repaired["files"]["otlp_raw"] == [] and not (run_dir / "otlp_raw").exists()
+    spans = pq.read_table(run_dir / "spans", partitioning=None).to_pylist()
+    assert sorted(int(s["span_id"], 16) for s in spans) == list(range(1, sent + 1))  # each once
+    resources = pq.read_table(run_dir / "span_resources", partitioning=None).to_pylist()
+    assert [dict(r["attributes"]) for r in resources] == [{"resource.env": "lab"}] * 6
+    done = subprocess.run([SLOAN, "sql", "SELECT count(*) AS n FROM spans", "--runs", str(run_dir),
+                           "--format", "csv"], capture_output=True, text=True, timeout=120)
+    assert list(csv.reader(done.stdout.splitlines())) == [["n"], [str(sent)]]
+    assert "was cut" in done.stderr and "raw OTLP" not in done.stderr
+
+    again = subprocess.run([SLOCAP, "repair", str(run_dir)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and f"spans {sent} rows" in again.stdout  # idempotent
+    assert "flattened" not in again.stdout
+
+
 @pytest.mark.kernel
 def test_repair_refuses_a_run_that_finished_or_is_being_recorded(tmp_path):
     """slocap repair on a finished run or one being recorded: a one-line refusal, nothing changed."""

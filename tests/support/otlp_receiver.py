@@ -3,11 +3,14 @@ test can measure the memory of taking spans and nothing else (tests/reliability/
 
     python tests/support/otlp_receiver.py RUN_DIR [--config FILE]
 
-Receives on free loopback ports with the config's otlp section; spans and their resources
-go to part writers in RUN_DIR, rotated at capture.part_max_rows like the recorder's
-(runfmt/writer.py). Prints {"pid", "http_port", "grpc_port"} as one JSON line when ready.
-Then each line read on stdin is a command: `flush` writes the open parts and prints the
-receiver's counters as a JSON line. End of input stops the receiver.
+Receives on free loopback ports with the config's otlp section; each request taken goes to
+the otlp_raw part writer in RUN_DIR as it came, rotated at capture.part_max_rows like the
+recorder's (runfmt/writer.py). Prints {"pid", "http_port", "grpc_port"} as one JSON line when
+ready. Then each line read on stdin is a command: `flush` writes the open otlp_raw part,
+flattens the raw parts into spans and span_resources parts as the recorder does when a
+recording ends (capture/span_flatten.py, with the config's attribute limits), and prints the
+receiver's counters with the flattening's (attributes_dropped, values_truncated, flattened_*)
+as a JSON line. End of input stops the receiver and flattens what is left.
 """
 
 from __future__ import annotations
@@ -20,9 +23,8 @@ import sys
 import threading
 from pathlib import Path
 
-import pyarrow as pa
-
-from capture.otlp import OtlpReceiver
+from capture.otlp import OtlpReceiver, RawRequest
+from capture.span_flatten import FlattenResult, flatten_raw, raw_table
 from capture.spans import AttributeLimits
 from runfmt.config import load_config
 from runfmt.writer import RunWriters
@@ -36,29 +38,36 @@ def main() -> None:
     cfg = load_config(args.config)
     otlp, capture = cfg["otlp"], cfg["capture"]
     writers = RunWriters(args.run_dir, max_rows=capture["part_max_rows"], max_seconds=capture["part_max_seconds"])
+    limits = AttributeLimits.from_config(otlp)
     lock = threading.Lock()
+    flattened = FlattenResult()
 
-    def store(table_name: str):
-        def add(table: pa.Table) -> None:
-            with lock:
-                writers[table_name].add(table)
-        return add
+    def on_request(raw: RawRequest) -> None:
+        table = raw_table(raw)
+        with lock:
+            writers["otlp_raw"].add(table)
 
-    receiver = OtlpReceiver("127.0.0.1:0", "127.0.0.1:0", otlp["max_request_bytes"], store("spans"),
-                            on_resources=store("span_resources"), limits=AttributeLimits.from_config(otlp))
+    def flatten() -> None:
+        with lock:
+            writers.flush("otlp_raw")
+            flattened.add(flatten_raw(args.run_dir, writers["spans"], writers["span_resources"], limits))
+
+    receiver = OtlpReceiver("127.0.0.1:0", "127.0.0.1:0", otlp["max_request_bytes"], on_request)
     receiver.start()
     print(json.dumps({"pid": os.getpid(), "http_port": receiver.http_port, "grpc_port": receiver.grpc_port}),
           flush=True)
     try:
         for line in sys.stdin:
             if line.strip() == "flush":
-                with lock:
-                    writers.flush("spans", "span_resources")
-                print(json.dumps(dataclasses.asdict(receiver.counters)), flush=True)
+                flatten()
+                print(json.dumps({**dataclasses.asdict(receiver.counters),
+                                  "attributes_dropped": flattened.attributes_dropped,
+                                  "values_truncated": flattened.values_truncated,
+                                  "flattened_requests": flattened.requests, "flattened_spans": flattened.spans}),
+                      flush=True)
     finally:
         receiver.stop()
-        with lock:
-            writers.flush("spans", "span_resources")
+        flatten()
 
 
 if __name__ == "__main__":
