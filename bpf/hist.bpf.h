@@ -21,16 +21,27 @@ struct {
 	__type(value, struct hist);
 } hists SEC(".maps");
 
+/* floor(log2(v)), 0 for v <= 1: five compare-and-shift steps, not a loop over the bits
+ * (this runs twice on every context switch the runqueue signal sees) */
 static __always_inline __u32 log2_u64(__u64 v)
 {
-	__u32 r = 0;
+	__u32 r, shift;
 
-	/* bounded loop: the verifier accepts it, and it unrolls to 64 steps at most */
-	for (int i = 0; i < 64 && v > 1; i++) {
-		v >>= 1;
-		r++;
-	}
-	return r;
+	r = (v > 0xFFFFFFFFULL) << 5;
+	v >>= r;
+	shift = (v > 0xFFFF) << 4;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0xFF) << 3;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0xF) << 2;
+	v >>= shift;
+	r |= shift;
+	shift = (v > 0x3) << 1;
+	v >>= shift;
+	r |= shift;
+	return r | (__u32)(v >> 1);
 }
 
 static __always_inline void hist_add(__u64 now, __u32 kind, __u64 id, __u64 value_ns)
