@@ -20,6 +20,13 @@ def pytest_runtest_logreport(report):
         _SKIPPED_IN_CI.append(f"{report.nodeid}: {reason}")
 
 
+def pytest_collectreport(report):
+    # a module-level skip (pytest.importorskip of a missing extra) is a collection report
+    if os.environ.get("CI") and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED_IN_CI.append(f"{report.nodeid}: {reason}")
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _SKIPPED_IN_CI and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

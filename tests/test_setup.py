@@ -68,3 +68,15 @@ def test_a_kernel_dependent_skip_is_allowed_when_marked(pytester, monkeypatch):
     pytester.makepyfile("import pytest\n\n@pytest.mark.may_skip_in_ci\n"
                         "def test_it():\n    pytest.skip('no reclaim stall this time')\n")
     assert pytester.runpytest_subprocess("-p", "ci_guard").ret == 0
+
+
+def test_a_module_skipped_for_a_missing_extra_fails_a_ci_run(pytester, monkeypatch):
+    """pytest.importorskip at module level skips at collection, outside the per-test reports."""
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    pytester.makepyfile(test_extra="import pytest\npytest.importorskip('no_such_extra_zz')\n\n"
+                                   "def test_it():\n    pass\n",
+                        test_other="def test_fine():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "ci_guard")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*skipped in CI (a set-up step is missing)*", "*no_such_extra_zz*"])
