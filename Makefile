@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 CLANG ?= clang
 BPFTOOL ?= $(shell command -v bpftool || echo /usr/sbin/bpftool)
 BTF ?= /sys/kernel/btf/vmlinux
-DEB_PACKAGES := clang llvm libbpf-dev bpftool iproute2 nftables ethtool openssl libbpf-tools prometheus chromium
+# openjdk-17-jre-headless: the JVM of `sloan correlate --engine spark`
+DEB_PACKAGES := clang llvm libbpf-dev bpftool iproute2 nftables ethtool openssl libbpf-tools prometheus chromium \
+                openjdk-17-jre-headless
 BPF_OUT := capture/_bpf
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))
@@ -36,7 +38,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -qq -e '.[test,bench,release]'  # bench and release are tested too
+	$(PY) -m pip install -qq -e '.[test,bench,release,spark]'  # bench, release and spark are tested too
 	@touch $@
 
 # vmlinux.h is generated from this host's BTF, not committed: CO-RE relocations

@@ -23,6 +23,9 @@ output files by a writer thread while the next slice runs. Memory stays a few sl
 whatever the run's length; `memory_limit` caps DuckDB's share (it spills to a temporary
 folder beyond it) and makes the slices smaller. A slice holds whole seconds, so events of
 equal ts_ns are never split; the outputs are those of a whole-run pass (prepare), row for row.
+
+analyze/correlate_spark.py runs the same STEPS and OUTPUTS on Apache Spark (`sloan correlate
+--engine spark`), the SQL translated to Spark's dialect: one definition of the tiers, two engines.
 """
 
 from __future__ import annotations
@@ -463,6 +466,17 @@ def _span_ranges(con, spans_per_range: int) -> list:
     return ranges
 
 
+def no_events_error(run_dir: Path, skipped: list[str]) -> DataError:
+    """Why a run without kernel events cannot be correlated (`skipped`: what skip_bad left out)."""
+    if any("/kernel_events/" in s for s in skipped):
+        return DataError(f"{run_dir}: nothing to correlate: no kernel events left once the damaged files "
+                         f"were skipped ({'; '.join(skipped)})", "repair those files, or leave that run out")
+    return DataError(f"{run_dir}: nothing to correlate: no kernel events recorded "
+                     "(kernel_events/*.parquet holds no rows)",
+                     "no signal attached, or the cgroup filter matched nothing: see capability "
+                     "and counters in its manifest.json; or leave that run out")
+
+
 def _correlate_con(con, run_dir: Path, window_ms: int, skipped: list[str], sink, *, memory_limit: int | None,
                    temp_dir: Path, progress: Progress | None) -> dict:
     """Correlates the one run whose views `con` holds, slice by slice, handing every output table
@@ -474,13 +488,7 @@ def _correlate_con(con, run_dir: Path, window_ms: int, skipped: list[str], sink,
     per_second = queries.run(con, "events_per_second")
     total = int(pc.sum(per_second.column("events")).as_py() or 0)
     if total == 0:
-        if any("/kernel_events/" in s for s in skipped):
-            raise DataError(f"{run_dir}: nothing to correlate: no kernel events left once the damaged files "
-                            f"were skipped ({'; '.join(skipped)})", "repair those files, or leave that run out")
-        raise DataError(f"{run_dir}: nothing to correlate: no kernel events recorded "
-                        "(kernel_events/*.parquet holds no rows)",
-                        "no signal attached, or the cgroup filter matched nothing: see capability "
-                        "and counters in its manifest.json; or leave that run out")
+        raise no_events_error(run_dir, skipped)
     params = _params(window_ms, *WHOLE_RUN)
     _steps(con, params, PER_RUN)
     counts = {"matched": 0, "unmatched": 0, "spans": 0, "spans_enriched": 0, "tiers": dict.fromkeys(TIERS, 0)}

@@ -61,33 +61,59 @@ class _Bar:
 @click.option("--memory-limit", default=None, metavar="SIZE", callback=_memory_limit,
               help="Memory for DuckDB, e.g. 2GB or 1.5GiB (default: DuckDB's, 80% of RAM); beyond it DuckDB "
                    "spills to a temporary folder, and a long run is cut into smaller time slices.")
+@click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+              help="What runs the SQL of sql/correlate_*.sql. duckdb: in this process, a long run in time "
+                   "slices; the fast choice on one machine. spark: the same SQL translated to Spark SQL "
+                   "(sqlglot), one whole-run pass per run on Apache Spark, for a Spark cluster or to hold "
+                   "one engine against the other: same files, same tiers and spans, but a JVM to start and "
+                   "a job per step (1 M events: about 70 s on local[2] against DuckDB's 3 s). Needs pyspark "
+                   "and Java 17: make setup installs both.")
+@click.option("--master", default=None, metavar="URL",
+              help="With --engine spark: the Spark master, e.g. local[4] (this machine, 4 threads) or "
+                   "spark://host:7077 (a cluster, which must reach the run directories under the same "
+                   "paths). Default: local[2].")
 @json_option
 @format_option
 @skip_bad_option
 def correlate(runs_paths: tuple[Path, ...], window_ms: int | None, config_path: Path | None,
-              memory_limit: str | None, json_out: str | None, out_format: str, skip_bad: bool) -> None:
+              memory_limit: str | None, engine: str, master: str | None, json_out: str | None, out_format: str,
+              skip_bad: bool) -> None:
     """Pair kernel events with spans, tier by tier, and enrich the spans.
 
     \b
     Tiers: trace_id 1.0, pod_pid 0.9 (100 ms), pod_conn 0.8 (250 ms), service_node 0.65
     (500 ms, diagnostic only). Writes beside each run: correlated.parquet,
     enriched_spans.parquet (confidence >= 0.7 only), unmatched.parquet.
-    A long run is correlated in time slices, streamed into the files; on a terminal a
-    progress bar shows on stderr while that lasts.
+    A long run is correlated in time slices, streamed into the files (--engine spark: in
+    one pass per run); on a terminal a progress bar shows on stderr while that lasts.
     Example:
       sloan correlate --runs runs/tag=main --window-ms 500
       sloan correlate --runs runs/tag=soak --memory-limit 2GB
+      sloan correlate --runs runs/tag=main --engine spark --master local[4]
     """
     from analyze.correlate import CONFIDENCE, ENRICH_MIN_CONFIDENCE, TIERS
-    from analyze.correlate import correlate as run_correlation
     from analyze.formatting import Grid
 
+    if engine == "spark" and memory_limit is not None:
+        raise click.UsageError("--memory-limit is DuckDB's; Spark takes its memory from its own settings "
+                               "(PYSPARK_SUBMIT_ARGS='--driver-memory 4g pyspark-shell')")
+    if engine != "spark" and master is not None:
+        raise click.UsageError("--master is for --engine spark")
     if window_ms is None:
         window_ms = load_config(config_path)["correlation"]["window_ms"]
     bar = _Bar() if _isatty(sys.stderr) else None
     try:
-        summary = run_correlation(list(runs_paths), window_ms=window_ms, skip_bad=skip_bad,
-                                  memory_limit=memory_limit, progress=bar)
+        if engine == "spark":
+            from analyze.correlate_spark import DEFAULT_MASTER
+            from analyze.correlate_spark import correlate as run_correlation
+
+            summary = run_correlation(list(runs_paths), window_ms=window_ms, skip_bad=skip_bad,
+                                      master=master or DEFAULT_MASTER, progress=bar)
+        else:
+            from analyze.correlate import correlate as run_correlation
+
+            summary = run_correlation(list(runs_paths), window_ms=window_ms, skip_bad=skip_bad,
+                                      memory_limit=memory_limit, progress=bar)
     finally:
         if bar is not None:
             bar.stop()
