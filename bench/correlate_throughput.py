@@ -141,6 +141,7 @@ MS = 1_000_000
 T0 = 1_700_000_000_000_000_000  # wall ns of the generated run's start
 TIER_MS = {"pod_pid": 100, "pod_conn": 250, "service_node": 500}  # sql/correlate_candidates.sql
 PART_ROWS = 200_000  # config/defaults.json capture.part_max_rows
+CHUNK_EVENTS = 10_000_000  # events made at once (bounds the generator's memory)
 SPANS_PER_LANE = 2_500
 # name, share of events, tier it gets by construction (with --lanes 1)
 CATEGORIES = (
@@ -218,10 +219,10 @@ def _pod_ip(p: int) -> str:
     return f"10.{1 + p // 65536}.{(p // 256) % 256}.{p % 256}"
 
 
-def _write_parts(table: pa.Table, directory: Path, rows: int) -> int:
+def _write_parts(table: pa.Table, directory: Path, rows: int, first_part: int = 0) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     size = 0
-    for i, offset in enumerate(range(0, max(table.num_rows, 1), rows)):
+    for i, offset in enumerate(range(0, max(table.num_rows, 1), rows), start=first_part):
         size += write_table_atomic(table.slice(offset, rows), directory / f"part-{i:05d}.parquet")
     return size
 
@@ -294,87 +295,109 @@ def generate_run(run_dir: Path, n_events: int, n_spans: int, *, seed: int = 42, 
                                   for f in SPANS], schema=SPANS)
 
     # events, anchored on random spans
-    n = n_events
     names = [c[0] for c in CATEGORIES]
-    cat = rng.choice(len(CATEGORIES), size=n, p=[c[1] for c in CATEGORIES])
-    c = {name: cat == i for i, name in enumerate(names)}
-    j = rng.integers(0, m, n)
-    sj, ej, dj = start[j], end[j], dur[j]
-    u = rng.random(n)
-    x_pid, x_conn, x_svc = (TIER_MS[t] * MS for t in ("pod_pid", "pod_conn", "service_node"))
 
-    def band(x: int) -> np.ndarray:  # uniform in [start - x, end + x], both ends included
-        return sj - x + (u * (dj + 2 * x + 1)).astype(np.int64)
+    def events_chunk(n: int, first_no: int, by_rank: np.ndarray | None, lo: int, hi: int):
+        """n events anchored on spans of start ranks lo..hi-1 (all spans when by_rank is None),
+        numbered first_no + 1 ..; (table, cat, expected)."""
+        cat = rng.choice(len(CATEGORIES), size=n, p=[c[1] for c in CATEGORIES])
+        c = {name: cat == i for i, name in enumerate(names)}
+        j = rng.integers(lo, hi, n)
+        if by_rank is not None:
+            j = by_rank[j]
+        sj, ej, dj = start[j], end[j], dur[j]
+        u = rng.random(n)
+        x_pid, x_conn, x_svc = (TIER_MS[t] * MS for t in ("pod_pid", "pod_conn", "service_node"))
 
-    inside = sj + (u * (dj + 1)).astype(np.int64)
-    edge = rng.random(n) < 0.02
-    pid_band = np.where(edge, np.where(u < 0.5, sj - x_pid, ej + x_pid), band(x_pid))
-    ts = np.select(
-        [c["trace_span"] | c["trace_only"] | c["none"], c["trace_stale"], c["pod_pid"], c["pid_near_miss"],
-         c["pod_conn"], c["service_node"]],
-        [inside, ej + 1 + (u * x_pid).astype(np.int64), pid_band,
-         ej + x_pid + 1 + (u * (x_svc - x_pid)).astype(np.int64), band(x_conn), band(x_svc)])
-    signal = CATEGORY_SIGNALS[cat, rng.integers(0, 3, n)]
-    retransmit = signal == SIGNALS.index("retransmit")
-    traced = c["trace_span"] | c["trace_only"] | c["trace_stale"] | c["pod_pid"] | c["pid_near_miss"]
-    helper = c["pod_conn"] | c["service_node"]
-    none_host = c["none"] & (u < 0.5)  # a host process: no pod
-    none_unknown = c["none"] & ~none_host  # a pod that sends no spans
-    unknown_pod = rng.integers(0, 8, n)
-    ev_pod = np.where(none_host, -1, np.where(none_unknown, pods + unknown_pod, pod[j]))
-    ev_pid = np.select([traced, helper & retransmit, helper, none_host],
-                       [pid[j], 0, pid[j] + 1, rng.integers(1, 1000, n)], 50_000 + unknown_pod)
-    conn = c["pod_conn"]
-    flip = rng.random(n) < 0.5  # the tuple seen from the peer's end
-    local_ip, peer_ip = pod[j], peer[j]
-    saddr = np.where(conn, np.where(flip, peer_ip, local_ip), -1)
-    daddr = np.where(conn, np.where(flip, local_ip, peer_ip), -1)
-    sport = np.where(flip, peer_port[j], client_port[j])
-    dport = np.where(flip, client_port[j], peer_port[j])
-    value = rng.lognormal(np.log(MS), 1.5, n).astype(np.int64)
-    comm = np.select([traced, helper & ~retransmit, none_host, none_unknown], [0, 1, 2, 3], -1)
-    errno_null = ~np.isin(signal, [0, 1, 2])
-    with_trace = c["trace_span"] | c["trace_only"] | c["trace_stale"]
-    with_span_id = c["trace_span"] | c["trace_stale"]
-    expected = np.array([TIERS.index(t) if t else -1 for _, _, t in CATEGORIES])[cat]
-    expected[conn & no_peer_addr[j]] = TIERS.index("service_node")  # its tuple names a host name
+        def band(x: int) -> np.ndarray:  # uniform in [start - x, end + x], both ends included
+            return sj - x + (u * (dj + 2 * x + 1)).astype(np.int64)
 
-    order = np.argsort(ts, kind="stable")  # a recording is in time order, more or less
-    ts, cat, j, signal, retransmit = ts[order], cat[order], j[order], signal[order], retransmit[order]
-    ev_pod, ev_pid, comm, errno_null, value = ev_pod[order], ev_pid[order], comm[order], errno_null[order], value[order]
-    conn, saddr, daddr, sport, dport = conn[order], saddr[order], daddr[order], sport[order], dport[order]
-    with_trace, with_span_id = with_trace[order], with_span_id[order]
-    no_pod = ev_pod < 0
-    ev_cols = {
-        "ts_ns": pa.array(ts), "signal": labels(signal, list(SIGNALS)),
-        "pid": _ints(ev_pid, pa.int32()), "tid": _ints(ev_pid, pa.int32(), retransmit),
-        "comm": labels(comm, ["python3", "envoy", "kworker/u4:1", "node-agent"]),
-        "cgroup_id": pa.array(np.arange(1, n + 1, dtype=np.uint64)),  # the event's number, see docstring
-        "pod": labels(ev_pod, pod_names + [f"unknown-pod-{k}" for k in range(8)]),
-        "namespace": labels(np.where(no_pod, -1, 0), ["llm-bench"]),
-        "container": labels(np.where(no_pod, -1, 0), ["app"]),
-        "node": labels(node[j], node_names),
-        "saddr": labels(saddr, pod_ips), "daddr": labels(daddr, pod_ips),
-        "sport": _ints(sport, pa.int32(), ~conn), "dport": _ints(dport, pa.int32(), ~conn),
-        "family": _ints(np.full(n, 2), pa.int32(), ~conn),
-        "value_ns": _ints(value, pa.int64(), retransmit),
-        "detail": labels(cat, [f"GENERATED {name}" for name in names]),
-        "errno": _ints(np.zeros(n, np.int32), pa.int32(), errno_null),
-        "trace_id": pc.take(trace_ids, pa.array(j, mask=~with_trace)),
-        "span_id": pc.take(span_ids, pa.array(j, mask=~with_span_id)),
-    }
-    events = pa.Table.from_arrays([ev_cols[f.name] for f in KERNEL_EVENTS], schema=KERNEL_EVENTS)
+        inside = sj + (u * (dj + 1)).astype(np.int64)
+        edge = rng.random(n) < 0.02
+        pid_band = np.where(edge, np.where(u < 0.5, sj - x_pid, ej + x_pid), band(x_pid))
+        ts = np.select(
+            [c["trace_span"] | c["trace_only"] | c["none"], c["trace_stale"], c["pod_pid"], c["pid_near_miss"],
+             c["pod_conn"], c["service_node"]],
+            [inside, ej + 1 + (u * x_pid).astype(np.int64), pid_band,
+             ej + x_pid + 1 + (u * (x_svc - x_pid)).astype(np.int64), band(x_conn), band(x_svc)])
+        signal = CATEGORY_SIGNALS[cat, rng.integers(0, 3, n)]
+        retransmit = signal == SIGNALS.index("retransmit")
+        traced = c["trace_span"] | c["trace_only"] | c["trace_stale"] | c["pod_pid"] | c["pid_near_miss"]
+        helper = c["pod_conn"] | c["service_node"]
+        none_host = c["none"] & (u < 0.5)  # a host process: no pod
+        none_unknown = c["none"] & ~none_host  # a pod that sends no spans
+        unknown_pod = rng.integers(0, 8, n)
+        ev_pod = np.where(none_host, -1, np.where(none_unknown, pods + unknown_pod, pod[j]))
+        ev_pid = np.select([traced, helper & retransmit, helper, none_host],
+                           [pid[j], 0, pid[j] + 1, rng.integers(1, 1000, n)], 50_000 + unknown_pod)
+        conn = c["pod_conn"]
+        flip = rng.random(n) < 0.5  # the tuple seen from the peer's end
+        local_ip, peer_ip = pod[j], peer[j]
+        saddr = np.where(conn, np.where(flip, peer_ip, local_ip), -1)
+        daddr = np.where(conn, np.where(flip, local_ip, peer_ip), -1)
+        sport = np.where(flip, peer_port[j], client_port[j])
+        dport = np.where(flip, client_port[j], peer_port[j])
+        value = rng.lognormal(np.log(MS), 1.5, n).astype(np.int64)
+        comm = np.select([traced, helper & ~retransmit, none_host, none_unknown], [0, 1, 2, 3], -1)
+        errno_null = ~np.isin(signal, [0, 1, 2])
+        with_trace = c["trace_span"] | c["trace_only"] | c["trace_stale"]
+        with_span_id = c["trace_span"] | c["trace_stale"]
+        expected = np.array([TIERS.index(t) if t else -1 for _, _, t in CATEGORIES])[cat]
+        expected[conn & no_peer_addr[j]] = TIERS.index("service_node")  # its tuple names a host name
+
+        order = np.argsort(ts, kind="stable")  # a recording is in time order, more or less
+        ts, cat, j, signal, retransmit = ts[order], cat[order], j[order], signal[order], retransmit[order]
+        ev_pod, ev_pid, comm, errno_null, value = ev_pod[order], ev_pid[order], comm[order], errno_null[order], value[order]
+        conn, saddr, daddr, sport, dport = conn[order], saddr[order], daddr[order], sport[order], dport[order]
+        with_trace, with_span_id = with_trace[order], with_span_id[order]
+        no_pod = ev_pod < 0
+        ev_cols = {
+            "ts_ns": pa.array(ts), "signal": labels(signal, list(SIGNALS)),
+            "pid": _ints(ev_pid, pa.int32()), "tid": _ints(ev_pid, pa.int32(), retransmit),
+            "comm": labels(comm, ["python3", "envoy", "kworker/u4:1", "node-agent"]),
+            "cgroup_id": pa.array(np.arange(first_no + 1, first_no + n + 1, dtype=np.uint64)),  # the event's number, see docstring
+            "pod": labels(ev_pod, pod_names + [f"unknown-pod-{k}" for k in range(8)]),
+            "namespace": labels(np.where(no_pod, -1, 0), ["llm-bench"]),
+            "container": labels(np.where(no_pod, -1, 0), ["app"]),
+            "node": labels(node[j], node_names),
+            "saddr": labels(saddr, pod_ips), "daddr": labels(daddr, pod_ips),
+            "sport": _ints(sport, pa.int32(), ~conn), "dport": _ints(dport, pa.int32(), ~conn),
+            "family": _ints(np.full(n, 2), pa.int32(), ~conn),
+            "value_ns": _ints(value, pa.int64(), retransmit),
+            "detail": labels(cat, [f"GENERATED {name}" for name in names]),
+            "errno": _ints(np.zeros(n, np.int32), pa.int32(), errno_null),
+            "trace_id": pc.take(trace_ids, pa.array(j, mask=~with_trace)),
+            "span_id": pc.take(span_ids, pa.array(j, mask=~with_span_id)),
+        }
+        return pa.Table.from_arrays([ev_cols[f.name] for f in KERNEL_EVENTS], schema=KERNEL_EVENTS), cat, expected
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    size = _write_parts(events, run_dir / "kernel_events", part_rows)
+    # above CHUNK_EVENTS the events are made a chunk at a time, each anchored on the next
+    # block of spans in start order, so the generator's memory stays that of one chunk; a
+    # chunk is in time order, and neighbours overlap only by the bands at their edge
+    n = n_events
+    chunks = max(1, -(-n // CHUNK_EVENTS))
+    by_rank = None if chunks == 1 else np.argsort(rank)
+    categories = np.zeros(len(names), np.int64)
+    tiers = np.zeros(len(TIERS) + 1, np.int64)  # the last: no tier
+    size = done = parts = 0
+    for k in range(chunks):
+        n_k = n // chunks + (k < n % chunks)
+        lo, hi = (0, m) if chunks == 1 else (k * m // chunks, max((k + 1) * m // chunks, k * m // chunks + 1))
+        events, cat, expected = events_chunk(n_k, done, by_rank, lo, hi)
+        size += _write_parts(events, run_dir / "kernel_events", part_rows, first_part=parts)
+        parts += max(1, -(-n_k // part_rows))
+        categories += np.bincount(cat, minlength=len(names))
+        tiers += np.bincount(np.where(expected < 0, len(TIERS), expected), minlength=len(TIERS) + 1)
+        done += n_k
+        del events, cat, expected
     size += _write_parts(spans, run_dir / "spans", part_rows)
     made = {
         "generated": True, "seed": seed, "events": n, "spans": m, **w,
-        "categories": {name: int(v) for name, v in zip(names, np.bincount(cat, minlength=len(names)))},
-        "expected_tiers": {t: int((expected == i).sum()) for i, t in enumerate(TIERS)} | {
-            "none": int((expected < 0).sum())},
+        "categories": {name: int(v) for name, v in zip(names, categories)},
+        "expected_tiers": {t: int(tiers[i]) for i, t in enumerate(TIERS)} | {"none": int(tiers[-1])},
         "bytes": size,
     }
     write_manifest(run_dir, {

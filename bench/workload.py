@@ -181,7 +181,7 @@ def run(ops: int, threads: int, tls_every: int, seed: int, dns: str, cert_dir: P
         made = Path(tempfile.mkdtemp(prefix="slobench-cert-"))
         cert_dir = made
         make_cert(cert_dir)
-    cert, key = cert_dir / "cert.pem", cert_dir / "key.pem"
+    cert = cert_dir / "cert.pem"
     server = subprocess.Popen([sys.executable, __file__, "--serve", "--cert-dir", str(cert_dir),
                                "--dns", dns], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
