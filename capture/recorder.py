@@ -195,6 +195,8 @@ class Recorder:
         self.tracectx_error: str | None = None
         self.receiver: OtlpReceiver | None = None
         self.otlp_error: str | None = None
+        self._identity: dict | None = None  # the manifest's fixed part, made once
+        self._samples: list = []  # resource samples since the last part (resources table)
         self.flattened: FlattenResult | None = None  # the spans made from otlp_raw when the recording ended
         self.flatten_error: str | None = None  # why they could not be: the run keeps its otlp_raw parts
         self._spans_lock = threading.Lock()  # the receiver's thread adds, the loop flushes
@@ -276,9 +278,11 @@ class Recorder:
                   complete: bool, stop_reason: str | None, cpu_s: float) -> dict:
         o = self.opts
         events = sum(c.read for c in self.counts.values())
+        if self._identity is None:  # fixed for the run; git and package metadata cost ~1 ms each
+            self._identity = M.identity(run_id=self.run_id, tag=o.tag, scenario=o.scenario, seed=o.seed,
+                                        profile=o.profile, phases=o.phases, config=o.config)
         return {
-            **M.identity(run_id=self.run_id, tag=o.tag, scenario=o.scenario, seed=o.seed, profile=o.profile,
-                         phases=o.phases, config=o.config),
+            **self._identity,
             "pods_file": str(o.pods_file) if o.pods_file else None,
             "cgroup_filter": str(o.cgroup) if o.cgroup else None,
             "capability": self._capability(),
@@ -370,7 +374,7 @@ class Recorder:
         self.accounting.add(sample)
         self.kernel_overheads.append(sample.kernel_overhead_pct)
         self.intake_overheads.append(sample.intake_overhead_pct)
-        self.writers["resources"].add(samples_table([sample]))
+        self._samples.append(sample)  # a table per part, not per second: one row costs ~1 ms in Arrow
         active = {n: p for n, p in self.loaded.items() if n not in self.shedder.detached}
         throttle = self.receiver.throttle if self.receiver is not None else None
         action = self.shedder.observe(sample, active, throttle)
@@ -501,6 +505,9 @@ class Recorder:
         if self.anchor is not None:
             self._convert()
             self._drain_hists()
+        if self._samples:
+            self.writers["resources"].add(samples_table(self._samples))
+            self._samples = []
         with self._spans_lock:  # the receiver's thread adds requests
             self.writers.flush("otlp_raw")
         self.writers.flush("resources", "kernel_hist", "kernel_events")
@@ -539,6 +546,7 @@ class Recorder:
         """Rows still in memory per table: what a failed last flush loses."""
         rows = {t: w.buffered_rows for t, w in self.writers.by_table.items()}
         rows["kernel_events"] += self._raw_rows
+        rows["resources"] += len(self._samples)
         return {t: n for t, n in rows.items() if n}
 
     def _update_drops(self) -> None:
