@@ -8,8 +8,7 @@ CLANG ?= clang
 BPFTOOL ?= $(shell command -v bpftool || echo /usr/sbin/bpftool)
 BTF ?= /sys/kernel/btf/vmlinux
 # openjdk-17-jre-headless: the JVM of `sloan correlate --engine spark`
-DEB_PACKAGES := clang llvm libbpf-dev bpftool iproute2 nftables ethtool openssl libbpf-tools prometheus chromium \
-                openjdk-17-jre-headless
+DEB_PACKAGES := clang llvm libbpf-dev bpftool iproute2 nftables ethtool openssl libbpf-tools prometheus chromium openjdk-17-jre-headless
 BPF_OUT := capture/_bpf
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SRC))

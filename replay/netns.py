@@ -8,6 +8,7 @@ local errors. Everything here calls `ip`, `nft` and `ethtool` and needs root.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import subprocess
@@ -142,8 +143,9 @@ class HostPair(Scoped):
         self.server_if = "veth-s"
         self.client_ip = f"198.18.{k}.1"
         self.server_ip = f"198.18.{k}.2"
-        self.client_ip6 = f"fdff:5107:{k:x}::1"
-        self.server_ip6 = f"fdff:5107:{k:x}::2"
+        # in canonical form, as the recorder writes addresses ("fdff:5107::1" for pair 0)
+        self.client_ip6 = str(ipaddress.IPv6Address(f"fdff:5107:{k:x}::1"))
+        self.server_ip6 = str(ipaddress.IPv6Address(f"fdff:5107:{k:x}::2"))
         self._made: list[str] = []
         self._procs: list[subprocess.Popen[Any]] = []
 

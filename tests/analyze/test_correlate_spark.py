@@ -92,12 +92,7 @@ def assert_same_outputs(duck_run: Path, spark_run: Path) -> None:
         assert a.equals(b), f"{file}: {_first_difference(a, b)}"
 
 
-def _summary(summary, root: Path) -> dict:
-    d = summary.to_dict()
-    for r in d["runs"]:
-        r["run_dir"] = str(Path(r["run_dir"]).relative_to(root))
-        r["written"] = [Path(p).name for p in r["written"]]
-    return d
+_summary = hand_made._relative_summary  # the summary with run paths made relative
 
 
 def _copies(root: Path, runs: dict[str, Path]) -> tuple[Path, Path]:
