@@ -35,6 +35,33 @@ static __always_inline bool in_target(void)
 	return !filter_cgroup || bpf_current_task_under_cgroup(&target_cgroup, 0) == 1;
 }
 
+/* safety.bpf_run_time "calibrate": the kernel counts program runs (run_cnt)
+ * only while BPF stats are on, so in that mode every program counts its own
+ * runs here, per CPU, and user space multiplies them by the ns per run it
+ * measured while the stats were briefly on (README, Safety). Off (the
+ * default) the verifier prunes the counting on this frozen constant; the
+ * read of the flag stays (4 instructions on sched_switch). */
+const volatile bool count_runs = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} run_count SEC(".maps");
+
+static __always_inline void count_run(void)
+{
+	__u32 zero = 0;
+	__u64 *n;
+
+	if (!count_runs)
+		return;
+	n = bpf_map_lookup_elem(&run_count, &zero);
+	if (n)
+		*n += 1;
+}
+
 /* the same directory by id and depth below the cgroup-v2 root, for a task that
  * is not the current one (the task woken up, the task switched to) */
 const volatile __u64 target_cgroup_id = 0;

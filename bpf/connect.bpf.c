@@ -74,11 +74,13 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, const struct sock *sk, int oldstate, int newstate)
 {
+	count_run();
 	return handle_set_state(sk, oldstate, newstate);
 }
 
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state_raw, const struct sock *sk, int oldstate, int newstate)
 {
+	count_run();
 	return handle_set_state(sk, oldstate, newstate);
 }

@@ -41,6 +41,7 @@ static __always_inline int charge(__u64 steal, __u32 prev_tgid, __u64 prev_cgid)
 SEC("tp_btf/sched_switch")
 int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
+	count_run();
 	struct cfs_rq *cfs = next->se.cfs_rq;   /* direct loads: cheaper than probe reads */
 
 	if (!cfs)
@@ -53,6 +54,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 SEC("raw_tp/sched_switch")
 int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
+	count_run();
 	struct cfs_rq *cfs = BPF_CORE_READ(next, se.cfs_rq);
 
 	if (!cfs)

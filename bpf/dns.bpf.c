@@ -35,6 +35,7 @@ struct {
 SEC("uprobe")
 int BPF_KPROBE(getaddrinfo_enter, const char *node)
 {
+	count_run();
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 zero = 0;
 	struct start *s = bpf_map_lookup_elem(&scratch, &zero);
@@ -54,6 +55,7 @@ int BPF_KPROBE(getaddrinfo_enter, const char *node)
 SEC("uretprobe")
 int BPF_KRETPROBE(getaddrinfo_exit, int ret)
 {
+	count_run();
 	__u64 id = bpf_get_current_pid_tgid();
 	struct start *s = bpf_map_lookup_elem(&starts, &id);
 	struct dns_event *e;

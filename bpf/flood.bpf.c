@@ -14,6 +14,7 @@ __u64 next_seq = 0;
 SEC("tp/syscalls/sys_enter_getppid")
 int flood(void *ctx)
 {
+	count_run();
 	struct flood_event *e;
 
 	if ((bpf_get_current_pid_tgid() >> 32) != target_pid)

@@ -24,6 +24,7 @@ struct {
 
 static __always_inline int begin(int order, __u32 kind)
 {
+	count_run();	/* one per program run: each program calls begin or end once */
 	__u64 id = bpf_get_current_pid_tgid();
 	struct start s = { .ts_ns = bpf_ktime_get_ns(), .order = order, .kind = kind };
 
@@ -37,6 +38,7 @@ static __always_inline int begin(int order, __u32 kind)
  * latency; dns.bpf.c and tls.bpf.c fill theirs in the same few steps */
 static __always_inline int end(unsigned long nr_reclaimed)
 {
+	count_run();	/* one per program run: each program calls begin or end once */
 	__u64 id = bpf_get_current_pid_tgid();
 	struct start *s = bpf_map_lookup_elem(&starts, &id);
 	struct mem_reclaim_event *e;

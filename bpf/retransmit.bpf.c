@@ -35,11 +35,13 @@ static __always_inline int handle_retransmit(const struct sock *sk)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
 {
+	count_run();
 	return handle_retransmit(sk);
 }
 
 SEC("raw_tp/tcp_retransmit_skb")
 int BPF_PROG(tcp_retransmit_skb_raw, const struct sock *sk, const struct sk_buff *skb)
 {
+	count_run();
 	return handle_retransmit(sk);
 }

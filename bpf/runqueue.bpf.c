@@ -85,6 +85,7 @@ static __always_inline void mark_btf(struct task_struct *p)
 SEC("tp_btf/sched_wakeup")
 int BPF_PROG(sched_wakeup, struct task_struct *p)
 {
+	count_run();
 	mark_btf(p);
 	return 0;
 }
@@ -92,6 +93,7 @@ int BPF_PROG(sched_wakeup, struct task_struct *p)
 SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(sched_wakeup_new, struct task_struct *p)
 {
+	count_run();
 	mark_btf(p);
 	return 0;
 }
@@ -99,6 +101,7 @@ int BPF_PROG(sched_wakeup_new, struct task_struct *p)
 SEC("tp_btf/sched_switch")
 int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
+	count_run();
 	__u64 now = bpf_ktime_get_ns();
 	__u64 *ts;
 
@@ -134,6 +137,7 @@ static __always_inline void mark_raw(struct task_struct *p)
 SEC("raw_tp/sched_wakeup")
 int BPF_PROG(sched_wakeup_raw, struct task_struct *p)
 {
+	count_run();
 	mark_raw(p);
 	return 0;
 }
@@ -141,6 +145,7 @@ int BPF_PROG(sched_wakeup_raw, struct task_struct *p)
 SEC("raw_tp/sched_wakeup_new")
 int BPF_PROG(sched_wakeup_new_raw, struct task_struct *p)
 {
+	count_run();
 	mark_raw(p);
 	return 0;
 }
@@ -148,6 +153,7 @@ int BPF_PROG(sched_wakeup_new_raw, struct task_struct *p)
 SEC("raw_tp/sched_switch")
 int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
+	count_run();
 	__u64 now = bpf_ktime_get_ns();
 	__u32 tid = BPF_CORE_READ(next, pid);
 	__u64 *ts;

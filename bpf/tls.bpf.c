@@ -41,6 +41,7 @@ struct {
 SEC("uprobe")
 int BPF_KPROBE(tls_enter, void *ssl)
 {
+	count_run();
 	__u64 id = bpf_get_current_pid_tgid();
 	__u64 key = (__u64)ssl;
 	struct call c = { .ssl = key, .func = bpf_get_attach_cookie(ctx) };
@@ -67,6 +68,7 @@ int BPF_KPROBE(tls_enter, void *ssl)
 SEC("uretprobe")
 int BPF_KRETPROBE(tls_exit, int ret)
 {
+	count_run();
 	__u64 id = bpf_get_current_pid_tgid();
 	struct call *c = bpf_map_lookup_elem(&calls, &id);
 	struct tls_event *e;

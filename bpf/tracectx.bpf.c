@@ -11,6 +11,7 @@ KEEP_BTF(struct tracectx_event, event);
 SEC("uprobe")
 int BPF_KPROBE(slo_trace_register, void *where)
 {
+	count_run();
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
 	struct trace_slot s = { .tgid = (__u32)(id >> 32), .addr = (__u64)where };

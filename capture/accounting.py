@@ -11,6 +11,11 @@ gives the distribution: its median is the headline, and `sloan gate` and
 bench/overhead.py read it. Per signal: its programs' BPF time plus its share
 of the drain loop by the events it produced (capture/safety.py).
 
+Where the stats cannot stay on (safety.bpf_run_time "calibrate"), the BPF term
+is the programs' own run counts times the ns per run measured while the stats
+were on for the first safety.calibrate_s seconds: `method: "calibrated"`, with
+the ns per run in `calibration` (capture/safety.py Calibration).
+
 Without BPF stats (the kernel refused them, or safety.bpf_run_time is off) the
 BPF term is missing: the manifest then says `method: "cpu_only"`, and a gate
 cannot judge the overhead from it.
@@ -65,8 +70,10 @@ class Accounting:
     def _pct(self, seconds: float) -> float | None:
         return round(100 * seconds / (self.wall_s * self.ncpu), 4) if self.wall_s else None
 
-    def to_manifest(self, bpf_stats: bool, bpf_totals: dict[str, tuple[int, int]]) -> dict:
-        """The manifest's `overhead`. bpf_totals: signal -> (run time ns, runs) of its
+    def to_manifest(self, method: str, bpf_totals: dict[str, tuple[int, int]],
+                    calibration: dict | None = None) -> dict:
+        """The manifest's `overhead`. method: direct, calibrated or cpu_only
+        (ResourceMonitor.method); bpf_totals: signal -> (run time ns, runs) of its
         programs since the stats went on."""
         per_signal = {}
         for name in sorted(set(self.signal_cost_s) | set(bpf_totals)):
@@ -74,11 +81,11 @@ class Accounting:
             per_signal[name] = {"pct": self._pct(self.signal_cost_s.get(name, 0.0)),
                                 "bpf_run_s": round(ns / 1e9, 6), "bpf_runs": runs,
                                 "bpf_ns_per_run": round(ns / runs, 1) if runs else None}
-        return {
-            "method": "direct" if bpf_stats else "cpu_only",
+        out = {
+            "method": method,
             "formula": "(recorder user+system CPU, all threads + its BPF programs' run_time_ns) "
                        "/ (wall x CPUs)",
-            "bpf_stats": bpf_stats,
+            "bpf_stats": method == "direct",
             "wall_s": round(self.wall_s, 3), "cpus": self.ncpu,
             "recorder_cpu_s": round(self.cpu_s, 4), "bpf_run_s": round(self.bpf_ns / 1e9, 6),
             "pct": self._pct(self.cpu_s + self.bpf_ns / 1e9),
@@ -89,6 +96,9 @@ class Accounting:
             "intake_pct": self._pct(self.intake_cpu_s),
             "per_signal": per_signal,
         }
+        if calibration is not None:
+            out["calibration"] = calibration
+        return out
 
 
 def _round(x: float | None) -> float | None:

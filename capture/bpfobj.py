@@ -208,6 +208,17 @@ class BpfObject:
         if self._lib.bpf_map_update_elem(self.map_fd(map_name), ctypes.byref(k), ctypes.byref(v), 0) != 0:
             raise CaptureError(f"cannot set {map_name}[{key}] of {self.path.name}: {_errno_text()}")
 
+    def percpu_sum(self, map_name: str, key: int = 0) -> int:
+        """Sum over every possible CPU of a u64 PERCPU_ARRAY entry."""
+        ncpu = self._lib.libbpf_num_possible_cpus()
+        if ncpu <= 0:
+            raise CaptureError(f"cannot count this host's CPUs: {_errno_text(-ncpu)}")
+        values = (ctypes.c_uint64 * ncpu)()
+        k = ctypes.c_uint32(key)
+        if self._lib.bpf_map_lookup_elem(self.map_fd(map_name), ctypes.byref(k), values) != 0:
+            raise CaptureError(f"cannot read {map_name}[{key}] of {self.path.name}: {_errno_text()}")
+        return sum(values)
+
     def has_global(self, section: str, name: str) -> bool:
         return name in self._section_vars(section)
 

@@ -134,6 +134,13 @@ class LoadedSignal:
                     total_cnt += int(value)
         return total_ns, total_cnt
 
+    def counted_runs(self) -> int:
+        """Runs of this signal's programs counted by the programs themselves (loaded with
+        count_runs set, safety.bpf_run_time "calibrate"); 0 otherwise."""
+        if not self.obj.has_global(".rodata", "count_runs"):
+            return 0
+        return self.obj.percpu_sum("run_count")
+
     def dropped(self) -> int:
         """Events (and histogram updates) the kernel had no room for, since load."""
         lost = self.obj.read_global(".bss", "dropped")

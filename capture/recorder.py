@@ -209,11 +209,23 @@ class Recorder:
 
     # -- setup ----------------------------------------------------------
 
+    def _bpf_run_time(self) -> bool | str:
+        """safety.bpf_run_time as this recording can do it: BCC's programs cannot count
+        their runs, so "calibrate" leaves BPF time out there (method cpu_only)."""
+        value = self.opts.config["safety"]["bpf_run_time"]
+        return False if value == "calibrate" and self.mode == "bcc" else value
+
     def _settings(self, name: str) -> dict[str, int]:
         sampling = self.opts.config["sampling"]
         limit = sampling["events_per_second_limit"]
         return {**SIGNALS[name].settings(self.opts.config["capture"]),
-                "rate_limit": limit, "rate_burst": sampling["burst_limit"] if limit else 0}
+                "rate_limit": limit, "rate_burst": sampling["burst_limit"] if limit else 0,
+                "count_runs": int(self._bpf_run_time() == "calibrate")}
+
+    def _overhead_manifest(self) -> dict:
+        m = self.monitor
+        return self.accounting.to_manifest(m.method if m else "cpu_only", self.bpf_totals,
+                                           m.calibration.to_manifest() if m and m.calibration else None)
 
     def _load_tracectx(self) -> dict[str, int]:
         """The marker-library uprobe, whose per-thread map the stamped signals share."""
@@ -297,7 +309,7 @@ class Recorder:
             "otlp": {**self._otlp_manifest(), "exposed": self.otlp_exposed},
             "degraded": self.shedder.degraded,  # load was shed: safety.actions says what and when
             "safety": self._safety_manifest(started_ns, ended_ns),
-            "overhead": self.accounting.to_manifest(bool(self.monitor and self.monitor.bpf_stats), self.bpf_totals),
+            "overhead": self._overhead_manifest(),
             "recorder": {
                 "cpu_s": round(cpu_s, 4),
                 "cpu_us_per_event": round(cpu_s * 1e6 / events, 3) if events else None,
@@ -576,7 +588,8 @@ class Recorder:
             raise
         try:
             self._load()
-            self.monitor = ResourceMonitor(self.loaded, self.opts.config["safety"]["bpf_run_time"])
+            safety = self.opts.config["safety"]
+            self.monitor = ResourceMonitor(self.loaded, self._bpf_run_time(), safety["calibrate_s"])
             self.anchor = take_anchor()
             self._write_manifest(state="recording", complete=False, stop_reason=None)
             if on_ready:
@@ -647,8 +660,8 @@ class Recorder:
                 self._drain()
                 self._drain_hists(final=True)
             self._update_drops()
-            if self.monitor is not None and self.monitor.bpf_stats:  # before the programs go
-                self.bpf_totals = {n: p.run_stats() for n, p in self.loaded.items()}
+            if self.monitor is not None:  # before the programs go
+                self.bpf_totals = self.monitor.totals()
             self._flush()
         except OSError as exc:  # e.g. the disk filled up: keep what is on disk, say what was cut
             self.lost_rows = self._unwritten_rows()

@@ -3,6 +3,10 @@
 Overhead = (the recorder's CPU time + its BPF programs' run time) / (wall time ×
 CPUs), in percent of the machine. BPF run time is measured by the kernel's
 BPF stats, which the monitor switches on while it runs (bpf_enable_stats).
+Where they cannot stay on (safety.bpf_run_time "calibrate"), they are on only
+for the first safety.calibrate_s seconds: each signal's ns per program run is
+measured then, the programs count their own runs from load (count_runs), and
+BPF run time from then on is counted runs × ns per run (method "calibrated").
 The overhead is split by what caused it:
 
   intake  span intake: the receiver threads' request handling (body read,
@@ -128,6 +132,48 @@ class CpuMeter:
             return self._by_thread.get(threading.get_ident() if ident is None else ident, 0.0)
 
 
+class Calibration:
+    """BPF run time without the kernel's stats on: ns per run measured while they are on,
+    times the runs the programs count themselves (bpf/common.bpf.h count_run).
+
+    Per signal, its programs together: the mix of their runs (wakeups and switches, say) is
+    taken to stay as it was while calibrating. A signal with no run in that time has no
+    ns per run; its later runs are counted but its BPF time is left out (`uncalibrated`).
+    """
+
+    def __init__(self, probes: dict, seconds: float) -> None:
+        self.probes = probes
+        self.seconds = seconds
+        self._t0 = time.monotonic()
+        self.done = False
+        self.ns_per_run: dict[str, float | None] = {}
+        self._at_end: dict[str, tuple[int, int, int]] = {}  # stats ns, stats runs, counted runs
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        if not self.done:
+            stats = {name: p.run_stats() for name, p in self.probes.items()}
+            if time.monotonic() - self._t0 < self.seconds:
+                return stats
+            for name, p in self.probes.items():
+                ns, runs = stats[name]
+                self.ns_per_run[name] = ns / runs if runs else None
+                self._at_end[name] = (ns, runs, p.counted_runs())
+            self.done = True
+            return stats
+        out = {}
+        for name, p in self.probes.items():
+            ns, runs, counted0 = self._at_end[name]
+            more = max(p.counted_runs() - counted0, 0)
+            per = self.ns_per_run[name]
+            out[name] = (ns + round(more * per) if per is not None else ns, runs + more)
+        return out
+
+    def to_manifest(self) -> dict:
+        return {"seconds": self.seconds, "done": self.done,
+                "ns_per_run": {n: (round(v, 1) if v is not None else None) for n, v in self.ns_per_run.items()},
+                "uncalibrated": sorted(n for n, v in self.ns_per_run.items() if v is None)}
+
+
 class ResourceMonitor:
     """Samples the recorder's CPU, RSS and BPF run time as deltas, split into intake and kernel cost.
 
@@ -135,22 +181,46 @@ class ResourceMonitor:
     its thread CPU time is the kernel side's user-space cost.
     """
 
-    def __init__(self, probes: dict, enable_bpf_stats: bool = False) -> None:
+    def __init__(self, probes: dict, bpf_run_time: bool | str = False, calibrate_s: float = 10.0) -> None:
+        """bpf_run_time: True (stats on while recording), "calibrate" (on for the first
+        calibrate_s seconds; the probes must have been loaded with count_runs) or False."""
         self.probes = probes
         self.ncpu = os.cpu_count() or 1
         # the stats cost every BPF program on the host two clock reads per run:
         # turned on only when asked; used when someone else turned them on
-        self._stats_fd = L.lib().bpf_enable_stats(BPF_STATS_RUN_TIME) if enable_bpf_stats else -1
-        self.bpf_stats = self._stats_fd >= 0 or _kernel_bpf_stats_on()
+        kernel_on = _kernel_bpf_stats_on()
+        self._stats_fd = L.lib().bpf_enable_stats(BPF_STATS_RUN_TIME) if bpf_run_time else -1
+        self.bpf_stats = self._stats_fd >= 0 or kernel_on
+        # calibrating only makes sense while the stats are ours to turn off again
+        calibrate = bpf_run_time == "calibrate" and self._stats_fd >= 0 and not kernel_on
+        self.calibration = Calibration(probes, calibrate_s) if calibrate else None
         self._last = self._read(0)
         self._last_thread = time.thread_time()
         self._last_intake = IntakeUsage()
         self._last_work: dict[str, int] = {}
 
+    @property
+    def method(self) -> str:
+        """How BPF run time enters the overhead: direct, calibrated or cpu_only (left out)."""
+        if self.calibration is not None:
+            return "calibrated"
+        return "direct" if self.bpf_stats else "cpu_only"
+
     def _run_stats(self) -> dict[str, tuple[int, int]]:
+        """signal -> cumulative (BPF run time ns, runs)."""
+        if self.calibration is not None:
+            totals = self.calibration.totals()
+            if self.calibration.done and self._stats_fd >= 0:  # measured: the host's stats go off
+                os.close(self._stats_fd)
+                self._stats_fd = -1
+            return totals
         if not self.bpf_stats:  # all zero while the stats are off
             return {}
         return {name: p.run_stats() for name, p in self.probes.items()}
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        """signal -> (BPF run time ns, runs) since load, as the overhead counts them; {} without."""
+        return self._run_stats()
 
     def _read(self, events: int) -> tuple:
         ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -211,6 +281,7 @@ def samples_table(samples: list[Sample]) -> pa.Table:
 class Probe(Protocol):
     def tune(self, **values: int) -> None: ...
     def run_stats(self) -> tuple[int, int]: ...
+    def counted_runs(self) -> int: ...
 
 
 class Throttle(Protocol):

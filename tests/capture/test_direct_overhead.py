@@ -99,3 +99,65 @@ def test_direct_accounting_and_the_gate_on_a_default_and_an_expensive_run(tmp_pa
     limit = (cheap + dear) / 2
     assert _overhead_check(out, candidate="defaults", base="expensive", limit_pct=limit)["status"] == "pass"
     assert _overhead_check(out, candidate="expensive", base="defaults", limit_pct=limit)["status"] == "fail"
+
+
+def _stats_sysctl() -> str:
+    return Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
+
+
+@pytest.mark.kernel
+def test_calibrated_accounting_counts_runs_after_the_stats_go_off(tmp_path):
+    if _stats_sysctl() != "0":
+        pytest.fail("kernel.bpf_stats_enabled is 1 on this host: calibration is not used then; set it to 0")
+    out = tmp_path / "runs"
+    out.mkdir()
+    seen = {}
+
+    def switches_then_look() -> None:
+        _ping_pong(3)  # the calibration window (2 s) passes meanwhile
+        seen["stats"] = _stats_sysctl()  # ours went off with the calibration
+        _ping_pong(2)
+
+    m = _record(out, "calibrated", 7, {"safety": {"bpf_run_time": "calibrate", "calibrate_s": 2}},
+                "--signals", "runqueue,dns", during=switches_then_look)
+    o = m["overhead"]
+    assert seen["stats"] == "0"
+    assert o["method"] == "calibrated" and o["bpf_stats"] is False
+    cal = o["calibration"]
+    assert cal["done"] and cal["seconds"] == 2
+    ns = cal["ns_per_run"]["runqueue"]
+    assert ns is not None and 10 < ns < 100_000
+    rq = o["per_signal"]["runqueue"]
+    # the runs after calibration were counted by the programs and priced at its ns per run
+    assert rq["bpf_runs"] > 0 and rq["bpf_run_s"] > 0
+    assert rq["bpf_ns_per_run"] == pytest.approx(ns, rel=0.2)
+    assert o["pct"] == pytest.approx(100 * (o["recorder_cpu_s"] + o["bpf_run_s"]) / (o["wall_s"] * o["cpus"]),
+                                     abs=0.01)
+    # the gate judges a calibrated figure as it does a direct one
+    _record(out, "direct", 3, {}, "--signals", "runqueue,dns")
+    assert _overhead_check(out, candidate="calibrated", base="direct", limit_pct=100)["status"] == "pass"
+
+
+def _jited_bytes(obj, program: str) -> int:
+    fd = obj.program_fds()[program]
+    info = dict(line.split(":\t", 1) for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()
+                if ":\t" in line)
+    shown = subprocess.run(["bpftool", "prog", "show", "id", info["prog_id"].strip(), "--json"],
+                           capture_output=True, text=True, check=True)
+    return json.loads(shown.stdout)["bytes_jited"]
+
+
+@pytest.mark.kernel
+def test_run_counting_is_pruned_by_the_verifier_when_off(tmp_path):
+    from capture.bpfobj import BpfObject
+    from capture.signals import SIGNALS
+
+    sizes = {}
+    for on in (0, 1):
+        with BpfObject(SIGNALS["runqueue"].object_path) as obj:
+            for prog in obj.programs():
+                obj.set_autoload(prog, not prog.endswith("_raw"))
+            obj.set_rodata(count_runs=on)
+            obj.load()
+            sizes[on] = _jited_bytes(obj, "sched_switch")
+    assert sizes[0] < sizes[1], sizes  # off: the counter's code is gone, not skipped at run time

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from capture.cli import shed_lines
 from capture.otlp import IntakeThrottle, OtlpReceiver
 from capture.safety import (
+    Calibration,
     CpuMeter,
     IntakeUsage,
     LoadShedder,
@@ -193,6 +194,45 @@ def test_monitor_splits_intake_from_the_probes_drain():
     table = samples_table([s, s2])
     assert table.schema == RESOURCES
     assert table.column("spans_refused").to_pylist() == [30, 0]
+
+
+class CountingProbe:
+    """A signal whose kernel stats count 400 ns a run, and whose programs count runs too."""
+
+    def __init__(self) -> None:
+        self.stats = (0, 0)
+        self.counted = 0
+
+    def run(self, n: int, stats_on: bool = True) -> None:
+        self.counted += n
+        if stats_on:
+            self.stats = (self.stats[0] + 400 * n, self.stats[1] + n)
+
+    def run_stats(self) -> tuple[int, int]:
+        return self.stats
+
+    def counted_runs(self) -> int:
+        return self.counted
+
+
+def test_calibration_prices_counted_runs_at_the_measured_ns_per_run(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    rq, idle = CountingProbe(), CountingProbe()
+    cal = Calibration({"runqueue": rq, "mem_reclaim": idle}, seconds=10)
+    rq.run(1000)
+    clock[0] += 5
+    assert cal.totals()["runqueue"] == (400_000, 1000) and not cal.done  # still calibrating: the stats
+    rq.run(1000)
+    clock[0] += 5
+    assert cal.totals()["runqueue"] == (800_000, 2000) and cal.done
+    rq.run(500, stats_on=False)  # the stats are off: only the programs count
+    idle.run(7, stats_on=False)
+    totals = cal.totals()
+    assert totals["runqueue"] == (1_000_000, 2500)
+    assert totals["mem_reclaim"] == (0, 7)  # no run while calibrating: counted, not priced
+    assert cal.to_manifest() == {"seconds": 10, "done": True, "ns_per_run": {"runqueue": 400.0, "mem_reclaim": None},
+                                 "uncalibrated": ["mem_reclaim"]}
 
 
 def test_throttle_admits_an_even_share():
