@@ -116,7 +116,8 @@ Usage: .venv/bin/python bench/overhead.py [--workload lab|synthetic] [--pairs 20
        [--aa-pairs N] [--seed 42] [--seconds 30 | --ops 16000] [--quick]
        [--install-peer] [--bpftrace-runs 3] [--no-bpf-stats] [--json FILE]
 Needs root (loads BPF programs, makes network namespaces and cgroups).
-Exit: 0 a valid run, 1 NOT VALID or a failure, 130 interrupted.
+Exit: 0 a valid run that meets every acceptance line (printed last, ok / FAIL), 1 NOT VALID,
+a FAIL or a failure, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from analyze.stats import bootstrap_median_ci  # noqa: E402
+from analyze.stats import bootstrap_median_ci, bootstrap_median_diff  # noqa: E402
 from runfmt.errors import SloError  # noqa: E402
 from runfmt.signals import SIGNAL_NAMES  # noqa: E402
 
@@ -152,6 +153,7 @@ ALL_SIGNALS = ",".join(SIGNAL_NAMES)
 PEER_PACKAGE = "libbpf-tools"
 BPFTRACE_PACKAGE = "bpftrace"
 GATES_PCT = {"dev": 5.0, "GA": 3.0}
+TTFT_LIMIT_PCT = 2.0  # TTFT p95 with the recorder within this of without it
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CGROUP_V2 = Path("/sys/fs/cgroup/unified")
 BPF_STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -229,6 +231,51 @@ def gate_verdict(s: Summary, limit_pct: float) -> str:
     if s.low_pct > limit_pct:
         return "fail"
     return "undecided (CI95 straddles it)"
+
+
+def net_of_control(tool_ratios: Sequence[float], aa_ratios: Sequence[float], *, resamples: int = 10_000,
+                   seed: int = 42) -> Summary | None:
+    """The tool's overhead minus the A/A control's, in %: median(tool ratios) - median(A/A
+    ratios), CI95 by bootstrapping the two sets of pairs independently."""
+    t = [r for r in tool_ratios if r is not None]
+    c = [r for r in aa_ratios if r is not None]
+    ci = bootstrap_median_diff(t, c, resamples=resamples, seed=seed)
+    if ci is None:
+        return None
+    return Summary(min(len(t), len(c)), (float(np.median(t)) - float(np.median(c))) * 100, ci[0] * 100, ci[1] * 100)
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    text: str
+
+
+def acceptance(res: dict) -> list[Check]:
+    """The overhead issue's acceptance lines this benchmark judges (README, "Overhead benchmark"):
+    a valid A/A; slocap minus A/A with CI95 upper bound <= GA; TTFT p95 with the recorder
+    within +-TTFT_LIMIT_PCT of without it (the CI95 of the paired ratio); the scheduler
+    hooks' time per context switch no more than runqlat's."""
+    v: Validity = res["validity"]
+    checks = [Check(v.valid, f"A/A control: {v.headline} ({v.reason})")]
+    net = res.get("net")
+    checks.append(Check(bool(net) and v.valid and net.high_pct <= GATES_PCT["GA"],
+                        f"slocap - A/A, {dict(METRICS)[PRIMARY]}: " + (
+                            f"{net.median_pct:+.2f} % [{net.low_pct:+.2f}, {net.high_pct:+.2f}], CI95 upper bound "
+                            f"<= {GATES_PCT['GA']:g} %" if net else "no pairs")))
+    ttft = res["latency"].get("slocap", {}).get("ttft_p95_ms")
+    checks.append(Check(bool(ttft) and -TTFT_LIMIT_PCT <= ttft.low_pct and ttft.high_pct <= TTFT_LIMIT_PCT,
+                        "TTFT p95 with / without slocap: " + (
+                            f"{ttft.median_pct:+.2f} % [{ttft.low_pct:+.2f}, {ttft.high_pct:+.2f}], CI95 within "
+                            f"+-{TTFT_LIMIT_PCT:g} %" if ttft else "no pairs")))
+    hooks = res["hooks"]
+    ours = ns_per_context_switch(hooks.get("slocap", {}))
+    peer = ns_per_context_switch(hooks.get("runqlat", {}))
+    checks.append(Check(ours is not None and peer is not None and ours <= peer,
+                        "scheduler hooks per context switch, runqueue + cpu_steal against runqlat: "
+                        + (f"{ours:,.0f} ns <= {peer:,.0f} ns" if ours is not None and peer is not None
+                           else "not measured (BPF stats off, or no peer)")))
+    return checks
 
 
 @dataclass(frozen=True)
@@ -1289,6 +1336,8 @@ def benchmark(a: argparse.Namespace, children: Children, scratch: Path, stats: B
         for row, lat in zip(rows, lat_rows):
             per_pair.append(row | {k: v for k, v in lat.items() if k.endswith("_ratio")})
     validity = control_validity(summaries.get("A/A", {}).get(PRIMARY))
+    ratios = lambda e: [r[f"{PRIMARY}_ratio"] for r in per_pair if r["experiment"] == e]  # noqa: E731
+    net = net_of_control(ratios("slocap"), ratios("A/A"), resamples=a.resamples, seed=a.seed)
     aa_needed = pairs_needed([r[f"{PRIMARY}_ratio"] for r in per_pair if r["experiment"] == "A/A"])
 
     ncpu = os.cpu_count() or 1
@@ -1308,7 +1357,7 @@ def benchmark(a: argparse.Namespace, children: Children, scratch: Path, stats: B
 
     return {"args": a, "peer_note": peer_note, "bpftrace_note": bt_note, "stats_note": stats_note,
             "pairs": pairs, "runs": runs, "per_pair": per_pair, "summaries": summaries, "latency": latency,
-            "validity": validity, "aa_pairs_needed": aa_needed, "direct": direct, "hooks": hooks, "ncpu": ncpu,
+            "validity": validity, "net": net, "aa_pairs_needed": aa_needed, "direct": direct, "hooks": hooks, "ncpu": ncpu,
             "elapsed_s": elapsed, "load": (load0, load1), "tools": tools}
 
 
@@ -1524,6 +1573,9 @@ def render(res: dict) -> str:
                  f"load average 1 min {l0[0]:.2f} at start, {l1[0]:.2f} at end")
     if min(res["pairs"].values()) < 10:
         lines.append("exploratory: fewer than 10 pairs; no distribution claim, no gate")
+    lines.append("")
+    lines.append("acceptance:")
+    lines += [f"  {'ok  ' if c.ok else 'FAIL'}  {c.text}" for c in acceptance(res)]
     if not validity.valid:
         lines.append(f"{validity.headline}: {validity.reason}")
     return "\n".join(lines)
@@ -1555,6 +1607,8 @@ def to_json(res: dict) -> dict:
         "elapsed_s": round(res["elapsed_s"], 1),
         "loadavg_start_end": res["load"],
         "summaries_pct": {e: {k: summary(s) for k, s in by.items()} for e, by in res["summaries"].items()},
+        "slocap_minus_aa_pct": summary(res["net"]) if res.get("net") else None,
+        "acceptance": [{"ok": c.ok, "check": c.text} for c in acceptance(res)],
         "latency_pct": {e: {k: summary(s) for k, s in by.items()} for e, by in res["latency"].items()},
         "direct": res["direct"],
         "hooks": res["hooks"],
@@ -1587,7 +1641,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.json:
             a.json.write_text(json.dumps(to_json(res), indent=1, default=str) + "\n")
             say(f"wrote {a.json}")
-        code = 0 if res["validity"].valid else 1
+        code = 0 if all(c.ok for c in acceptance(res)) else 1
     except KeyboardInterrupt:
         say("interrupted: cleaning up")
         code = 130

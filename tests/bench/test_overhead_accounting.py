@@ -21,6 +21,7 @@ from bench.overhead import (
     Summary,
     Validity,
     _summaries,
+    acceptance,
     control_validity,
     direct_figures,
     half_width_pct,
@@ -30,6 +31,7 @@ from bench.overhead import (
     machine_pct_to_workload_pct,
     manifest_overheads,
     median_ci,
+    net_of_control,
     ns_per_context_switch,
     object_of,
     pairs_needed,
@@ -332,6 +334,14 @@ def test_summaries_pair_arms_and_skip_missing_latency():
     assert [r["first"] for r in rows] == ["with", "without"]
 
 
+def _cpu_pairs(runs: list[dict], experiment: str) -> list[dict]:
+    pairs: dict[int, dict] = {}
+    for r in runs:
+        if r["experiment"] == experiment:
+            pairs.setdefault(r["pair"], {})[r["arm"]] = r[PRIMARY]
+    return [pairs[i] for i in sorted(pairs)]
+
+
 def fake_result(aa_first_arm_factor: float) -> dict:
     """What benchmark() returns, made up: 12 A/A and 12 slocap pairs."""
     rng = np.random.default_rng(5)
@@ -349,6 +359,8 @@ def fake_result(aa_first_arm_factor: float) -> dict:
     args = argparse.Namespace(resamples=500, seed=42, workload="lab", seconds=30.0)
     return {"args": args, "runs": runs, "summaries": summaries, "latency": latency,
             "validity": control_validity(summaries["A/A"][PRIMARY]),
+            "net": net_of_control([r["with"] / r["without"] for r in _cpu_pairs(runs, "slocap")],
+                                  [r["with"] / r["without"] for r in _cpu_pairs(runs, "A/A")], resamples=500),
             "direct": direct_figures(generated_windows(30, seed=4), 2) | {"workload_cpu_per_s": 0.5,
                                                                           "bpf_stats_runs": [True] * 12},
             "hooks": hook_costs(records()), "ncpu": 2, "pairs": {"slocap": 12, "A/A": 12},
@@ -375,6 +387,26 @@ def test_render_of_a_good_control_gives_the_gate_and_the_tables():
     assert "sched_switch (runqueue)" in text and "sched_switch (cpu_steal, ours only)" in text
     assert "ours, runqueue 650 ns; ours, runqueue + cpu_steal 750 ns; runqlat 800 ns; bpftrace 900 ns" in text
     assert "TTFT p95" in text and "+1.00 [" in text
+
+
+def test_net_of_control_subtracts_the_control_median():
+    net = net_of_control([1.030, 1.031, 1.029, 1.032, 1.030], [1.001, 0.999, 1.000, 1.002, 0.998], resamples=500)
+    assert net.median_pct == pytest.approx(3.0, abs=0.01)
+    assert net.low_pct <= net.median_pct <= net.high_pct
+    assert net_of_control([1.03], [1.0, 1.0]) is None  # one pair: no interval
+
+
+def test_acceptance_lines_judge_each_target():
+    res = fake_result(aa_first_arm_factor=1.0)
+    checks = {c.text.partition(":")[0]: c for c in acceptance(res)}
+    assert checks["A/A control"].ok
+    assert not checks["slocap - A/A, workload+tool CPU"].ok  # the made-up slocap arm is 4 % above
+    assert checks["TTFT p95 with / without slocap"].ok  # +1 %, inside +-2 %
+    assert checks["scheduler hooks per context switch, runqueue + cpu_steal against runqlat"].ok  # 750 <= 800
+    text = render(res)
+    assert "  FAIL  slocap - A/A, workload+tool CPU: +4." in text and "  ok    TTFT p95" in text
+    biased = fake_result(aa_first_arm_factor=1.03)
+    assert not any(c.ok for c in acceptance(biased)[:2])  # no overhead verdict from a biased run
 
 
 # -- kernel.bpf_stats_enabled is put back as it was ---------------------------------
