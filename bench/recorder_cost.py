@@ -23,6 +23,7 @@ over a recording of 10 minutes or more (--profile full: 25 minutes).
 Usage:
   sudo .venv/bin/python bench/recorder_cost.py --profile full --json build/recorder_cost.json
   sudo .venv/bin/python bench/recorder_cost.py --profile smoke         # 40 s, no RSS verdict
+  sudo .venv/bin/python bench/recorder_cost.py --profile smoke --bpf-run-time calibrate
   .venv/bin/python bench/recorder_cost.py --run runs/tag=x/scenario=baseline/run=...  # read only
 Exit: 0 when every acceptance line holds, 1 when one does not, 2 on a usage error.
 """
@@ -49,10 +50,17 @@ RSS_GROWTH_LIMIT = 0.05
 RSS_MIN_MINUTES = 10
 
 
-def record(profile: str, out: Path) -> Path:
-    """One lab baseline run, as `slocap lab run` makes it; returns its run directory."""
+def record(profile: str, out: Path, bpf_run_time: str = "stats") -> Path:
+    """One lab baseline run, as `slocap lab run` makes it; returns its run directory.
+    bpf_run_time "calibrate": safety.bpf_run_time "calibrate" (BPF stats on for the first
+    safety.calibrate_s seconds only)."""
     cmd = [str(ROOT / ".venv/bin/slocap"), "lab", "run", "--scenario", "baseline", "--profile", profile,
            "--tag", "cost", "--out", str(out), "--seed", "42"]
+    if bpf_run_time == "calibrate":
+        config = out / "calibrate.json"
+        out.mkdir(parents=True, exist_ok=True)
+        config.write_text(json.dumps({"safety": {"bpf_run_time": "calibrate"}}))
+        cmd += ["--config", str(config)]
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     runs = sorted(out.glob("tag=cost/scenario=baseline/run=*"))
@@ -102,6 +110,7 @@ def summarize(run_dir: Path, skip_s: float) -> dict:
         "degraded": bool(manifest.get("degraded")),
         "rss": rss_growth(rows),
         "spans": (manifest.get("otlp") or {}).get("spans_written"),
+        "calibration": manifest["overhead"].get("calibration"),
     }
 
 
@@ -143,6 +152,11 @@ def report(s: dict) -> bool:
     for name, sig in s["per_signal"].items():
         per_run = "-" if sig["bpf_ns_per_run"] is None else f"{sig['bpf_ns_per_run']:.0f}"
         print(f"  {name:<12} {sig['pct'] or 0:>10.4f} {sig['bpf_run_s']:>9.4f} {sig['bpf_runs']:>10,} {per_run:>8}")
+    cal = s.get("calibration")
+    if cal:
+        print(f"  (BPF time after the first {cal['seconds']:g} s: runs the programs counted x the ns per run "
+              "measured in those seconds" + (f"; no ns per run for {', '.join(cal['uncalibrated'])}"
+                                             if cal["uncalibrated"] else "") + ")")
     rss = s["rss"]
     print(f"\nhealth: {s['dropped']} dropped, {s['sampled_out']} sampled out, {len(s['shedding'])} shedding steps; "
           f"RSS over {rss['minutes']} min: " + (
@@ -165,10 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--profile", choices=("smoke", "full"), default="full",
                      help="lab phase lengths: smoke 40 s, full 25 min (default; the RSS check needs >= 10 min)")
     ap.add_argument("--out", type=Path, default=None, help="runs root for the new recording (default: a temp dir)")
+    ap.add_argument("--bpf-run-time", choices=("stats", "calibrate"), default="stats",
+                    help="stats: BPF stats on for the whole recording (default, exact); calibrate: on for its "
+                         "first 10 s only, then counted runs x ns per run (safety.bpf_run_time)")
     ap.add_argument("--skip-s", type=float, default=5.0, help="start-up seconds left out of the windows (default 5)")
     ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON")
     a = ap.parse_args(argv)
-    run_dir = a.run or record(a.profile, a.out or Path(tempfile.mkdtemp(prefix="recorder-cost-")))
+    run_dir = a.run or record(a.profile, a.out or Path(tempfile.mkdtemp(prefix="recorder-cost-")), a.bpf_run_time)
     s = summarize(run_dir, a.skip_s)
     ok = report(s)
     if a.json:
