@@ -135,9 +135,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -813,18 +815,57 @@ def read_resources(run_dir: Path) -> list[dict]:
     return sorted(rows, key=lambda r: r.get("ts_ns") or 0)
 
 
+class _Accept(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")  # an empty ExportTraceServiceResponse
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class SpanSink:
+    """An OTLP/HTTP endpoint that takes the services' spans and drops them, on the recorder's
+    address while the recorder does not run. Without it the services' exporters would fail
+    (connection refused) in every run without slocap and back off, and send nothing: their
+    export work, which a traced service does anyway for its usual collector, would count as
+    slocap's, and the backoff they are in would depend on the run before. Its own CPU is this
+    process's, in no measured cgroup."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self._server: HTTPServer | None = None
+
+    def resume(self) -> None:
+        if self._server is None:
+            self._server = HTTPServer(self.address, _Accept)
+            threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def pause(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
 class Slocap:
     label = "slocap record, 7 signals"
 
     def __init__(self, children: Children, exe: str, scratch: Path, extra: Sequence[str] = (),
-                 preexec=None) -> None:
+                 preexec=None, sink: SpanSink | None = None) -> None:
         self.children, self.exe, self.scratch = children, exe, scratch
         self.extra = list(extra)  # e.g. the lab's pods file, cgroup filter and OTLP config
         self.preexec = preexec
+        self.sink = sink  # gives the recorder its OTLP address while it runs
         self.proc: subprocess.Popen | None = None
         self.out: Path | None = None
 
     def start(self) -> None:
+        if self.sink is not None:
+            self.sink.pause()
         self.out = Path(tempfile.mkdtemp(prefix="rec-", dir=self.scratch))
         self.log = open(self.out / "slocap.log", "w")
         self.proc = self.children.start([self.exe, "record", "--out", str(self.out / "runs"),
@@ -867,6 +908,8 @@ class Slocap:
             "recorder_cpu_s": (m.get("recorder") or {}).get("cpu_s"),
             "resources": read_resources(Path(found[0]).parent) if found else [],
         }
+        if self.sink is not None:
+            self.sink.resume()
         if rc not in (0, None) and m.get("state") != "finished":
             raise RuntimeError(f"slocap record exited {rc}: {self._log_tail()}")
         shutil.rmtree(self.out, ignore_errors=True)
@@ -1173,6 +1216,8 @@ def _lab_workload(a: argparse.Namespace, scratch: Path) -> tuple[list[str], list
     cfg = load_config(None)
     url = start_services(a._lab, a.seed, cfg)
     config = record_config(cfg, a._lab.host_ip, scratch / "record.json")
+    a._sink = SpanSink((a._lab.host_ip, int(cfg["otlp"]["endpoint"].rpartition(":")[2])))
+    a._sink.resume()
     cmd = [sys.executable, "-c", LOADGEN_GATE, "--url", url, "--profile", "rag_mixed_20rps",
            "--seconds", f"{a.seconds:g}", "--seed", str(a.seed), "--json"]
     recorder_args = ["--config", str(config), "--pods", str(a._lab.pods_file),
@@ -1230,7 +1275,8 @@ def benchmark(a: argparse.Namespace, children: Children, scratch: Path, stats: B
         cmd, recorder_args = _synthetic_workload(a, scratch), []
 
     in_tool_cgroup = cgroups.joiner("tool")
-    tools: dict = {"slocap": Slocap(children, slocap_exe, scratch, recorder_args, preexec=in_tool_cgroup)}
+    tools: dict = {"slocap": Slocap(children, slocap_exe, scratch, recorder_args, preexec=in_tool_cgroup,
+                                    sink=a._sink)}
     if peer_exe:
         tools["runqlat"] = Runqlat(children, peer_exe, scratch, preexec=in_tool_cgroup)
     pairs = {name: a.peer_pairs if name == "runqlat" else a.pairs for name in tools}
@@ -1638,6 +1684,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="slobench-"))
     a._netns = None
     a._lab = None
+    a._sink = None
     a._cgroups = None
     code = 0
     try:
@@ -1662,6 +1709,8 @@ def main(argv: list[str] | None = None) -> int:
         stats.restore()
         if a._netns is not None:
             a._netns.remove()
+        if a._sink is not None:
+            a._sink.pause()
         if a._lab is not None:
             a._lab.__exit__(None, None, None)
         if a._cgroups is not None:

@@ -433,3 +433,36 @@ def test_bpf_stats_already_on_are_left_alone(tmp_path, monkeypatch):
     assert stats.enable() == "kernel.bpf_stats_enabled was 1 already: left as it was"
     stats.restore()
     assert sysctl.read_text() == "1\n"
+
+
+# -- the span sink stands in for the recorder's OTLP receiver -----------------------
+
+def test_span_sink_takes_spans_only_while_resumed():
+    import http.client
+    import socket
+
+    from bench.overhead import SpanSink
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = SpanSink(("127.0.0.1", port))
+
+    def post() -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("POST", "/v1/traces", body=b"\x0a\x00", headers={"Content-Type": "application/x-protobuf"})
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    sink.resume()
+    try:
+        assert post() == 200
+        sink.pause()
+        with pytest.raises(ConnectionRefusedError):  # the recorder binds the address now
+            post()
+        sink.resume()
+        assert post() == 200
+    finally:
+        sink.pause()
