@@ -136,9 +136,8 @@ class LoadedSignal:
 
     def counted_runs(self) -> int:
         """Runs of this signal's programs counted by the programs themselves (loaded with
-        count_runs set, safety.bpf_run_time "calibrate"); 0 otherwise."""
-        if not self.obj.has_global(".rodata", "count_runs"):
-            return 0
+        count_runs set, safety.bpf_run_time "calibrate"); 0 otherwise. Every object has the
+        counter (bpf/common.bpf.h)."""
         return self.obj.percpu_sum("run_count")
 
     def dropped(self) -> int:
