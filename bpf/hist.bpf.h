@@ -14,12 +14,15 @@ __u64 hist_dropped = 0;
 KEEP_BTF(struct hist_key, hist_key);
 KEEP_BTF(struct hist, hist);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct hist_key);
-	__type(value, struct hist);
-} hists SEC(".maps");
+#define HIST_MAP(name)					\
+	struct {					\
+		__uint(type, BPF_MAP_TYPE_HASH);	\
+		__uint(max_entries, 16384);		\
+		__type(key, struct hist_key);		\
+		__type(value, struct hist);		\
+	} name SEC(".maps")
+
+HIST_MAP(hists);
 
 /* floor(log2(v)), 0 for v <= 1: five compare-and-shift steps, not a loop over the bits
  * (this runs twice on every context switch the runqueue signal sees) */
@@ -44,21 +47,24 @@ static __always_inline __u32 log2_u64(__u64 v)
 	return r | (__u32)(v >> 1);
 }
 
-static __always_inline void hist_add(__u64 now, __u32 kind, __u64 id, __u64 value_ns)
+/* one sample into `map` (a HIST_MAP); an update that finds it full counts in *dropped */
+static __always_inline void hist_add_to(void *map, __u64 *dropped, __u64 now, __u32 kind, __u64 id,
+					__u64 value_ns)
 {
 	struct hist_key key = { .slice = now / slice_ns, .id = id, .kind = kind };
 	static const struct hist zero;
 	struct hist *h;
 	__u32 slot;
 
-	h = bpf_map_lookup_elem(&hists, &key);
+	h = bpf_map_lookup_elem(map, &key);
 	if (!h) {
-		if (bpf_map_update_elem(&hists, &key, &zero, BPF_NOEXIST) &&
-		    bpf_map_lookup_elem(&hists, &key) == NULL) {
-			__sync_fetch_and_add(&hist_dropped, 1);
+		if (bpf_map_update_elem(map, &key, &zero, BPF_NOEXIST) &&
+		    bpf_map_lookup_elem(map, &key) == NULL) {
+			if (dropped)
+				__sync_fetch_and_add(dropped, 1);
 			return;
 		}
-		h = bpf_map_lookup_elem(&hists, &key);
+		h = bpf_map_lookup_elem(map, &key);
 		if (!h)
 			return;
 	}
@@ -71,6 +77,11 @@ static __always_inline void hist_add(__u64 now, __u32 kind, __u64 id, __u64 valu
 	/* racy max across CPUs: a lost update only lowers max by one sample */
 	if (value_ns > h->max_ns)
 		h->max_ns = value_ns;
+}
+
+static __always_inline void hist_add(__u64 now, __u32 kind, __u64 id, __u64 value_ns)
+{
+	hist_add_to(&hists, &hist_dropped, now, kind, id, value_ns);
 }
 
 static __always_inline __u64 task_cgroup_id(struct task_struct *t)

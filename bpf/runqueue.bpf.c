@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* runqueue: sched_wakeup, sched_wakeup_new, sched_switch; tp_btf with the
  * wakeup time in task-local storage, raw_tp with a per-thread hash instead */
-#include "hist.bpf.h"
+#include "steal.bpf.h"
 #include "runqueue.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -11,6 +11,24 @@ KEEP_BTF(struct runqueue_event, event);
 #define TASK_RUNNING 0
 
 const volatile __u64 min_delay_ns = 10000000ULL;
+
+/* cpu_steal rides on this program's sched_switch: user space sets this and
+ * shares cpu_steal's last_steal, steal_dropped and, as steal_hists, its hists
+ * (capture/recorder.py); cleared when cpu_steal is switched off */
+__u32 steal_on SEC(".data.tune") = 0;
+HIST_MAP(steal_hists);
+
+static __always_inline void ride_steal(__u64 steal, struct task_struct *prev, bool btf)
+{
+	__u32 zero = 0;
+	__u64 delta = steal_delta(steal);
+
+	if (!delta)
+		return;
+	steal_charge(&steal_hists, bpf_map_lookup_elem(&steal_dropped, &zero), delta,
+		     btf ? prev->tgid : BPF_CORE_READ(prev, tgid),
+		     btf ? prev->cgroups->dfl_cgrp->kn->id : task_cgroup_id(prev));
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -105,6 +123,8 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 	__u64 now = bpf_ktime_get_ns();
 	__u64 *ts;
 
+	if (steal_on)
+		ride_steal(steal_clock_btf(prev, next), prev, true);
 	/* preempted while runnable: it waits again from now */
 	if (prev->__state == TASK_RUNNING && prev->pid)
 		mark_btf(prev);
@@ -158,6 +178,8 @@ int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev, struct ta
 	__u32 tid = BPF_CORE_READ(next, pid);
 	__u64 *ts;
 
+	if (steal_on)
+		ride_steal(steal_clock_raw(prev, next), prev, false);
 	if (BPF_CORE_READ(prev, __state) == TASK_RUNNING && BPF_CORE_READ(prev, pid))
 		mark_raw(prev);
 	if (!tid)

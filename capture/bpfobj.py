@@ -121,11 +121,15 @@ class BpfObject:
 
     def set_rodata(self, **values: int) -> None:
         """Sets `const volatile` globals; they become constants at load time."""
-        section = self._section_vars(".rodata")
+        self.set_initial(".rodata", **values)
+
+    def set_initial(self, section_name: str, **values: int) -> None:
+        """Sets globals of a data section (.rodata, .data.tune ...) before load."""
+        section = self._section_vars(section_name)
         size = ctypes.c_size_t()
-        base = self._lib.bpf_map__initial_value(self._map(".rodata"), ctypes.byref(size))
+        base = self._lib.bpf_map__initial_value(self._map(section_name), ctypes.byref(size))
         if not base:
-            raise CaptureError(f"{self.path.name} has no .rodata to configure")
+            raise CaptureError(f"{self.path.name} has no {section_name} to configure")
         for name, value in values.items():
             if name not in section:
                 raise CaptureError(

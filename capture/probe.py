@@ -38,36 +38,45 @@ class LoadedSignal:
     Tracepoint hooks come in two variants (runqslower's pattern): tp_btf first,
     and when the kernel refuses it, the raw_tp program of the same object,
     switched on with autoload. `variant` forces one.
+
+    `tune` sets .data.tune globals before load; with `attach` False the programs
+    are loaded but not attached (attach_hooks() does it later).
     """
 
     def __init__(self, signal: Signal, *, ring_bytes: int, wakeup_bytes: int,
                  settings: dict[str, int] | None = None, libc: str = LIBC,
                  variant: str = "auto", shared_maps: dict[str, int] | None = None,
-                 cgroup_fd: int | None = None) -> None:
+                 cgroup_fd: int | None = None, tune: dict[str, int] | None = None,
+                 attach: bool = True) -> None:
         self.signal = signal
         self.cgroup_fd = cgroup_fd
         self.shared_maps = shared_maps or {}
+        self.initial_tune = tune or {}
+        self.attach = attach
+        self.libc = libc
         if variant == "auto":
             attempts = [False, True] if signal.has_fallback else [False]
         else:
             attempts = [variant == "raw_tp"]
         for i, use_fallback in enumerate(attempts):
             try:
-                self._load(ring_bytes, wakeup_bytes, settings or {}, libc, use_fallback)
+                self._load(ring_bytes, wakeup_bytes, settings or {}, use_fallback)
                 break
             except CaptureError as exc:
                 if i == len(attempts) - 1:
                     raise
                 log.info("%s: %s; trying the raw_tp variant", signal.name, exc.message)
 
-    def _load(self, ring_bytes: int, wakeup_bytes: int, settings: dict[str, int],
-              libc: str, use_fallback: bool) -> None:
+    def _load(self, ring_bytes: int, wakeup_bytes: int, settings: dict[str, int], use_fallback: bool) -> None:
         self.use_fallback = use_fallback
         self.hooks: list[str] = []
         self.obj = BpfObject(self.signal.object_path)
         try:
             for name, fd in self.shared_maps.items():
                 self.obj.reuse_map(name, fd)
+            for name in self.signal.rider_maps:
+                if name not in self.shared_maps:
+                    self.obj.resize_map(name, 1)
             for hook in self.signal.hooks:
                 if hook.fallback:
                     self.obj.set_autoload(hook.program, not use_fallback)
@@ -78,28 +87,35 @@ class LoadedSignal:
                 settings = {**settings, "filter_cgroup": 1, "target_cgroup_id": cg_id,
                             "target_cgroup_level": cg_level}
             self.obj.set_rodata(wakeup_bytes=wakeup_bytes, **settings)
+            if self.initial_tune:
+                self.obj.set_initial(".data.tune", **self.initial_tune)
             self.obj.load()
             if self.cgroup_fd is not None:
                 self.obj.update_elem("target_cgroup", 0, self.cgroup_fd)
-            for hook in self.signal.hooks:
-                if hook.kind == "tracepoint":
-                    self.obj.attach(hook.fallback if use_fallback and hook.fallback else hook.program)
-                    self.hooks.append(hook.name(use_fallback=use_fallback))
-                    continue
-                paths = libraries.resolve(hook.library, libc)
-                if not paths:
-                    raise CaptureError(f"no {hook.library} found on this host for {hook.target}",
-                                       "'slocap doctor' lists the libraries it looked for")
-                for path in paths:
-                    self.obj.attach_uprobe(hook.program, path, hook.function, cookie=hook.cookie,
-                                           retprobe=hook.kind == "uretprobe")
-                    self.hooks.append(hook.name(path))
+            if self.attach:
+                self.attach_hooks()
             self.dtype = self.obj.struct_dtype(self.signal.struct)
             self.reader = RingReader(self.obj.map_fd("events"), ring_bytes, self.dtype)
             self.hist = HistReader(self.obj) if self.signal.hist else None
         except BaseException:
             self.obj.close()
             raise
+
+    def attach_hooks(self) -> None:
+        """Attaches every hook of the loaded object; `hooks` names them."""
+        for hook in self.signal.hooks:
+            if hook.kind == "tracepoint":
+                self.obj.attach(hook.fallback if self.use_fallback and hook.fallback else hook.program)
+                self.hooks.append(hook.name(use_fallback=self.use_fallback))
+                continue
+            paths = libraries.resolve(hook.library, self.libc)
+            if not paths:
+                raise CaptureError(f"no {hook.library} found on this host for {hook.target}",
+                                   "'slocap doctor' lists the libraries it looked for")
+            for path in paths:
+                self.obj.attach_uprobe(hook.program, path, hook.function, cookie=hook.cookie,
+                                       retprobe=hook.kind == "uretprobe")
+                self.hooks.append(hook.name(path))
 
     @property
     def ring_fd(self) -> int:
@@ -145,6 +161,8 @@ class LoadedSignal:
         lost = self.obj.read_global(".bss", "dropped")
         if self.hist is not None:
             lost += self.obj.read_global(".bss", "hist_dropped")
+        for name in self.signal.drop_maps:
+            lost += self.obj.percpu_sum(name)
         return lost
 
     def close(self) -> None:

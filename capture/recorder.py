@@ -44,6 +44,11 @@ from runfmt.errors import CaptureError, SloError
 from runfmt.runs import new_run_id, run_dir_for
 from runfmt.writer import RunWriters
 
+# cpu_steal rides on runqueue's sched_switch program when both record (Recorder._load_signal):
+# runqueue's map -> the cpu_steal map it uses instead (bpf/steal.bpf.h)
+STEAL_RIDER, STEAL_HOST = "cpu_steal", "runqueue"
+STEAL_MAPS = {"steal_hists": "hists", "last_steal": "last_steal", "steal_dropped": "steal_dropped"}
+
 log = logging.getLogger(__name__)
 
 
@@ -182,6 +187,7 @@ class Recorder:
         self._last_flush = time.monotonic()
         self.loaded: dict[str, LoadedSignal] = {}
         self.attach_errors: dict[str, str] = {}
+        self.steal_rides = False  # cpu_steal charged by runqueue's sched_switch program (_load)
         self.switched_off: set[str] = set()
         self.monitor: ResourceMonitor | None = None
         self.shedder = LoadShedder(opts.config["safety"]["max_overhead_pct"])
@@ -238,15 +244,58 @@ class Recorder:
             return {}
         return {"trace_slot_by_tid": self.tracectx.obj.map_fd("trace_slot_by_tid")}
 
-    def _probe(self, name: str, shared: dict[str, int]):
+    def _probe(self, name: str, shared: dict[str, int], **extra):
         args = dict(ring_bytes=self.ring_bytes, wakeup_bytes=self.wakeup_bytes,
                     settings=self._settings(name), libc=self.opts.libc)
         if self.mode == "bcc":
             from capture.bcc import BccSignal  # Debian's bcc only when asked for
 
             return BccSignal(SIGNALS[name], **args)
-        return LoadedSignal(SIGNALS[name], **args, variant=self.opts.variant,
-                            shared_maps=shared if SIGNALS[name].stamped else None, cgroup_fd=self._cgroup_fd)
+        maps = {**(shared if SIGNALS[name].stamped else {}), **extra.pop("maps", {})}
+        return LoadedSignal(SIGNALS[name], **args, variant=self.opts.variant, shared_maps=maps,
+                            cgroup_fd=self._cgroup_fd, **extra)
+
+    def _load_signal(self, name: str, shared: dict[str, int]) -> None:
+        """Loads and attaches one signal. With runqueue and cpu_steal both asked for,
+        cpu_steal rides on runqueue's sched_switch program: its object is loaded first,
+        not attached, and runqueue's program charges the steal into its maps
+        (bpf/steal.bpf.h), so each context switch runs one program instead of two."""
+        both = self.mode == "core" and {STEAL_RIDER, STEAL_HOST} <= set(self.opts.signals)
+        if both and name == STEAL_RIDER:
+            self.loaded[name] = self._probe(name, shared, attach=False)
+            return
+        if both and name == STEAL_HOST and STEAL_RIDER in self.loaded:
+            rider = self.loaded[STEAL_RIDER]
+            host = self._probe(name, shared, tune={"steal_on": 1},
+                               maps={ours: rider.obj.map_fd(theirs) for ours, theirs in STEAL_MAPS.items()})
+            self.loaded[name] = host
+            self.steal_rides = True
+            rider.hooks = [f"{h} (runqueue's program)" for h in host.hooks if h.endswith("/sched_switch")]
+            return
+        self.loaded[name] = self._probe(name, shared)
+
+    def _steal_alone(self) -> None:
+        """cpu_steal's own program from now on: runqueue did not load, or was switched off."""
+        self.steal_rides = False
+        rider = self.loaded[STEAL_RIDER]
+        rider.hooks = []
+        try:
+            rider.attach_hooks()
+        except CaptureError as exc:
+            self.attach_errors[STEAL_RIDER] = exc.message
+            self.loaded.pop(STEAL_RIDER).close()
+
+    def _detach(self, name: str) -> None:
+        """A signal switched off: its hooks go (its ring is still drained). If cpu_steal rode
+        on runqueue, the one left goes on alone."""
+        self.loaded[name].obj.detach()
+        if not self.steal_rides:
+            return
+        if name == STEAL_RIDER:
+            self.steal_rides = False
+            self.loaded[STEAL_HOST].tune(steal_on=0)
+        elif name == STEAL_HOST and STEAL_RIDER not in self.shedder.detached:
+            self._steal_alone()
 
     def _load(self) -> None:
         self._cgroup_fd = None
@@ -257,11 +306,13 @@ class Recorder:
                 raise CaptureError(f"cannot open cgroup {self.opts.cgroup}: {exc.strerror}",
                                    "pass a cgroup-v2 directory, e.g. /sys/fs/cgroup/unified/<name>") from None
         shared = self._load_tracectx() if self.mode == "core" else {}
-        for name in self.opts.signals:
+        for name in sorted(self.opts.signals, key=lambda n: n != STEAL_RIDER):  # the rider before its host
             try:
-                self.loaded[name] = self._probe(name, shared)
+                self._load_signal(name, shared)
             except CaptureError as exc:
                 self.attach_errors[name] = exc.message
+        if STEAL_RIDER in self.loaded and not self.steal_rides and not self.loaded[STEAL_RIDER].hooks:
+            self._steal_alone()
         if not self.loaded:
             first = next(iter(self.attach_errors.values()), "no signal requested")
             log = "BCC's" if self.mode == "bcc" else "libbpf's"
@@ -393,7 +444,7 @@ class Recorder:
         if action and action["step"] == "switch_off":
             self.switched_off.add(action["signal"])
             if action["how"] == "detached":
-                self.loaded[action["signal"]].obj.detach()  # its ring is still drained
+                self._detach(action["signal"])
 
     def _intake_usage(self) -> IntakeUsage:
         loop_cpu_s = self._span_writes.cpu_s()  # on this thread: the receiver's own are in its counters

@@ -44,6 +44,8 @@ class Signal:
     settings: Callable[[dict], dict[str, int]] = lambda capture_cfg: {}  # config → .rodata
     hist: bool = False  # also keeps per-slice histograms in the kernel (bpf/hist.bpf.h)
     stamped: bool = False  # events carry the thread's trace context (bpf/trace.bpf.h)
+    drop_maps: tuple[str, ...] = ()  # PERCPU_ARRAY counters of its drops beside the .bss ones
+    rider_maps: tuple[str, ...] = ()  # kept for another signal's object to share; 1 entry when none does
 
     @property
     def object_path(self) -> Path:
@@ -180,6 +182,7 @@ SIGNALS: dict[str, Signal] = {
             to_columns=_runqueue_columns,
             settings=lambda c: {**_slice_settings(c), "min_delay_ns": c["runqueue_min_delay_ns"]},
             hist=True,
+            rider_maps=("steal_hists",),  # cpu_steal's histograms, when it rides on sched_switch here
         ),
         Signal(
             name="cpu_steal",
@@ -188,6 +191,7 @@ SIGNALS: dict[str, Signal] = {
             to_columns=lambda r: {**_header_columns(r), "value_ns": r["steal_ns"].astype(np.int64)},
             settings=_slice_settings,
             hist=True,
+            drop_maps=("steal_dropped",),  # counted there by runqueue's program when it rides on it
         ),
         Signal(
             name="tls",

@@ -207,13 +207,14 @@ def test_cpu_hogs_in_one_cgroup_wait_longer_than_an_idle_control(recording, vari
 
 
 @pytest.mark.parametrize("variant", ["tp_btf", "raw_tp"])
-def test_cpu_steal_rows_are_consistent_with_proc_stat(recording, variant):
+@pytest.mark.parametrize("signals", [["cpu_steal"], ["runqueue", "cpu_steal"]], ids=["alone", "riding"])
+def test_cpu_steal_rows_are_consistent_with_proc_stat(recording, variant, signals):
     def proc_steal_ns() -> int:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()
         return int(fields[8]) * 10_000_000  # USER_HZ is 100: 10 ms ticks
 
     before = proc_steal_ns()
-    with recording(["cpu_steal"], variant=variant, hist_slice_ms=500) as rec:
+    with recording(signals, variant=variant, hist_slice_ms=500) as rec:
         procs = [subprocess.Popen(["python3", "-c", HOG.format(s=2)]) for _ in range(3)]
         for p in procs:
             p.wait(30)
@@ -235,6 +236,29 @@ def test_cpu_steal_rows_are_consistent_with_proc_stat(recording, variant):
     # /proc/stat counts 10 ms ticks per CPU over a slightly wider window
     slack = 20_000_000 * os.cpu_count() + 0.2 * proc_delta
     assert abs(per_kind["cpu"] - proc_delta) <= slack, (per_kind["cpu"], proc_delta)
+
+
+@pytest.mark.parametrize("variant", ["tp_btf", "raw_tp"])
+def test_cpu_steal_rides_on_runqueue_sched_switch(recording, variant):
+    """With both signals, one program per context switch: runqueue's charges the steal
+    into cpu_steal's maps, and cpu_steal's own program never runs."""
+    with recording(["runqueue", "cpu_steal"], variant=variant, hist_slice_ms=500,
+                   safety={"bpf_run_time": True}) as rec:
+        procs = [subprocess.Popen(["python3", "-c", HOG.format(s=1)]) for _ in range(3)]
+        for p in procs:
+            p.wait(30)
+    manifest = json.loads((rec.run_dir / "manifest.json").read_text())
+    hook = "tp_btf/sched_switch" if variant == "tp_btf" else "raw_tp/sched_switch"
+    steal = manifest["capability"]["signals"]["cpu_steal"]
+    assert steal["attached"] and steal["hooks"] == [f"{hook} (runqueue's program)"]
+    per_signal = manifest["overhead"]["per_signal"]
+    assert per_signal["cpu_steal"]["bpf_runs"] == 0
+    assert per_signal["runqueue"]["bpf_runs"] > 0
+    import duckdb
+
+    kinds = {r[0] for r in duckdb.sql(f"SELECT DISTINCT kind FROM read_parquet('{rec.run_dir}/kernel_hist/*.parquet') "
+                                      "WHERE signal = 'runqueue'").fetchall()}
+    assert {"pid", "cgroup"} <= kinds  # runqueue's own work goes on beside the steal
 
 
 MEMCG = Path("/sys/fs/cgroup/memory")

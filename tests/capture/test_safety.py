@@ -355,3 +355,33 @@ def test_receiver_throttle_is_set_by_the_shedder(receiver):
     shed = LoadShedder(max_overhead_pct=5.0, patience=1)
     shed.observe(_sample(9.0, kernel=1.0, intake=8.0), {}, receiver.throttle)
     assert receiver.throttle.level == 1
+
+
+class _FakeProbe:
+    def __init__(self, name: str, calls: list) -> None:
+        self.name, self.calls, self.hooks = name, calls, [f"{name} hooks"]
+        self.obj = type("Obj", (), {"detach": lambda _self: calls.append(("detach", name))})()
+
+    def tune(self, **values: int) -> None:
+        self.calls.append(("tune", self.name, values))
+
+    def attach_hooks(self) -> None:
+        self.calls.append(("attach", self.name))
+
+
+@pytest.mark.parametrize("off, expected", [
+    ("cpu_steal", [("detach", "cpu_steal"), ("tune", "runqueue", {"steal_on": 0})]),  # runqueue stops charging it
+    ("runqueue", [("detach", "runqueue"), ("attach", "cpu_steal")]),  # cpu_steal's own program takes over
+])
+def test_switching_off_one_scheduler_signal_leaves_the_other_whole(off, expected):
+    from types import SimpleNamespace
+
+    from capture.recorder import Recorder
+
+    calls: list = []
+    rec = SimpleNamespace(loaded={n: _FakeProbe(n, calls) for n in ("runqueue", "cpu_steal")}, steal_rides=True,
+                          shedder=SimpleNamespace(detached={off}), attach_errors={})
+    rec._steal_alone = lambda: Recorder._steal_alone(rec)
+    Recorder._detach(rec, off)
+    assert calls == expected
+    assert not rec.steal_rides
