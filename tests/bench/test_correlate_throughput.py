@@ -96,3 +96,12 @@ def test_a_run_made_in_chunks_keeps_every_event_and_its_tier(tmp_path, monkeypat
     assert (numbers == np.arange(1, 20_001)).all()
     duck = correlate_duckdb(run_dir)
     assert duck["tiers"] == {t: made["expected_tiers"][t] for t in TIERS}
+
+
+def test_io_floor_times_a_read_and_a_write_of_every_event(capsys):
+    from bench.io_floor import main
+
+    assert main(["--events", "20k", "--repeat", "1", "--threads", "1"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("20,000 events, median of 1: read every column ")
+    assert "write one zstd Parquet row per event" in line
