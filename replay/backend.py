@@ -6,6 +6,12 @@ request id gets the same answer and the same schedule in any arrival order. The
 times are really slept, token by token, so the scheduler and the network see a
 streaming server at work. A GenAI SERVER span covers each request.
 
+Like a model server with memory-mapped weights, it maps a weights file
+(--weights-mb, in --weights-file) and reads a few of its pages per token
+(--weights-pages), at places drawn from the same stream. Resident, that costs
+microseconds; when memory pressure evicts the pages, each token faults them
+back from disk (the memory_pressure fault, replay/faults.py).
+
     python -m replay.backend --listen 127.0.0.1:8443 [--cert C --key K]
 
 Faults (POST /admin/fault): {"kind": "throttle", "retry_after_s": 1, "fraction": 1.0}
@@ -19,6 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import mmap
+import os
+import random
 import ssl
 import tempfile
 import time
@@ -133,10 +142,37 @@ def parse_request(raw: bytes, headers: Any) -> ChatRequest:
     )
 
 
+PAGE = mmap.PAGESIZE
+
+
+class Weights:
+    """A file of `mb` MiB written, mapped and touched here, so its page cache is charged to
+    this process's memory cgroup; `read` reads `pages_per_token` of its pages."""
+
+    def __init__(self, path: Path, mb: int, pages_per_token: int) -> None:
+        block = b"\x5a" * (1 << 20)
+        with open(path, "wb") as f:
+            for _ in range(mb):
+                f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+        with open(path, "rb") as f:
+            self.map = mmap.mmap(f.fileno(), mb << 20, prot=mmap.PROT_READ)
+        path.unlink()  # the mapping keeps the file until the process ends: nothing left behind
+        self.map.madvise(mmap.MADV_RANDOM)  # a fault reads its page, not its neighbours
+        self.pages, self.pages_per_token = (mb << 20) // PAGE, pages_per_token
+        self.read(random.Random(0), self.pages)  # resident from the start
+
+    def read(self, rng: random.Random, pages: int | None = None) -> int:
+        m, n = self.map, self.pages
+        return sum(m[rng.randrange(n) * PAGE] for _ in range(pages or self.pages_per_token))
+
+
 @dataclass(frozen=True)
 class BackendConfig:
     model: str
     time_scale: float  # 0 skips every sleep (overhead measurements); draws are unchanged
+    weights: Weights | None = None
 
 
 def _record_ttft(span: Span, seconds: float) -> None:
@@ -223,12 +259,21 @@ class BackendHandler(LabHandler):
         headers = {"x-lab-request-id": req.request_id, "x-lab-prompt-class": req.prompt_class}
         start = time.monotonic()
         scale = cfg.time_scale
+        weights = cfg.weights
+        pages = random.Random(f"{self.server.seed}:{req.request_id}:weights")
+
+        def token() -> None:
+            if weights is not None:
+                weights.read(pages)
+
         if not req.stream:
             # sleep token by token, as the streaming path does: same wakeups
             time.sleep(plan.ttft_s * scale)
+            token()
             _record_ttft(span, time.monotonic() - start)
             for gap in plan.gaps_s:
                 time.sleep(gap * scale)
+                token()
             self.send_json(200, {
                 "id": cid, "object": "chat.completion", "created": created, "model": cfg.model,
                 "choices": [{"index": 0, "finish_reason": plan.finish_reason,
@@ -245,10 +290,12 @@ class BackendHandler(LabHandler):
         try:
             self.start_chunked(200, "text/event-stream", headers)
             time.sleep(plan.ttft_s * scale)
+            token()
             self.write_chunk(chunk({"role": "assistant", "content": plan.words[0]}))
             _record_ttft(span, time.monotonic() - start)
             for gap, word in zip(plan.gaps_s, plan.words[1:], strict=True):
                 time.sleep(gap * scale)
+                token()
                 self.write_chunk(chunk({"content": " " + word}))
             self.write_chunk(chunk({}, plan.finish_reason, usage=usage, lab=plan.summary())
                              + b"data: [DONE]\n\n")
@@ -286,15 +333,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="lab-llm", help="model name the responses report")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="multiplies every sleep; 0 measures pure overhead")
+    parser.add_argument("--weights-file", type=Path,
+                        help="the weights file it writes and maps (default: in the temp folder)")
+    parser.add_argument("--weights-mb", type=int, default=64, help="size of the weights file, MiB; 0: none (default 64)")
+    parser.add_argument("--weights-pages", type=int, default=16, help="weight pages read per token (default 16)")
     args = parser.parse_args(argv)
+    if args.weights_mb < 0 or args.weights_pages < 1:
+        parser.error("--weights-mb must be >= 0 and --weights-pages >= 1")
     configure_logging(args.log_level)
     if (args.cert is None) != (args.key is None):
         parser.error("--cert and --key go together")
     if args.cert is None:
         args.cert, args.key = certs.make_self_signed(Path(tempfile.gettempdir()) / "slo-lab-certs")
+    weights = None
+    if args.weights_mb:
+        path = args.weights_file or Path(tempfile.gettempdir()) / f"slo-lab-weights-{os.getpid()}.bin"
+        weights = Weights(path, args.weights_mb, args.weights_pages)
     provider = setup_tracing(args.service_name, args.otlp_endpoint)
     server = make_server(args.listen, seed=args.seed, provider=provider, cert=args.cert,
-                         key=args.key, config=BackendConfig(args.model, args.time_scale))
+                         key=args.key, config=BackendConfig(args.model, args.time_scale, weights))
     run_until_signal([server], format_hostport(server.server_address), provider)
 
 

@@ -276,71 +276,41 @@ class CpuContention(_HelperFault):
             raise
 
 
-# reads the file `chunk` MiB at a time, `pause` s apart, round and round: the cgroup's
-# page cache grows at that pace until the limit makes the kernel reclaim
-_CACHE_READER = """
-f=$1 size=$2 chunk=$3 pause=$4 off=0
-while :; do
-  dd if="$f" of=/dev/null bs=1M count="$chunk" skip="$off" status=none
-  off=$(( (off + chunk) % size ))
-  sleep "$pause"
-done
-"""
-
-
 class MemoryPressure(_HelperFault):
-    """A v1 memory limit `margin_mb` above what the service's cgroup uses now, and a
-    reader in that cgroup cycling through a `cache_mb` file: its page cache fills the
-    margin, so the service's own allocations wait in direct reclaim.
+    """The service's v1 memory limit set `squeeze_mb` below what its cgroup uses now:
+    its working set no longer fits, so its file pages (the backend's mapped weights,
+    its code) are evicted and faulted back from disk, and its allocations wait in
+    direct reclaim, as in a pod whose limit is under its working set.
 
-    There is no swap here: anonymous memory cannot be reclaimed, and a service that
-    grows past the margin is OOM-killed. Keep the margin above its growth.
+    There is no swap here: anonymous memory cannot be reclaimed. The kernel refuses a
+    limit it cannot reclaim down to (EBUSY: the fault fails and says so), and a
+    service whose anonymous memory grows past the limit is OOM-killed. Keep
+    squeeze_mb under the service's file pages (the backend's weights: 64 MiB).
     """
 
-    def __init__(self, topology: Topology, service: str, margin_mb: int, cache_mb: int,
-                 read_mb_per_s: float, chunk_mb: int = 8) -> None:
-        if not 0 < margin_mb < cache_mb or read_mb_per_s <= 0:
-            raise ValueError(f"need 0 < margin_mb < cache_mb and read_mb_per_s > 0, got "
-                             f"margin_mb={margin_mb} cache_mb={cache_mb} read_mb_per_s={read_mb_per_s}")
+    def __init__(self, topology: Topology, service: str, squeeze_mb: int) -> None:
         mem_dir = topology.cgroup_v1("memory", service)
-        super().__init__("memory_pressure", "memory_pressure", topology, service,
-                         resource=f"cgroup {mem_dir}")
-        self.mem_dir, self.margin_mb, self.cache_mb = mem_dir, margin_mb, cache_mb
-        self.read_mb_per_s, self.chunk_mb = read_mb_per_s, min(chunk_mb, cache_mb)
-        self.cache_file = topology.workdir / f"{service}-page-cache.bin"
+        super().__init__("memory_pressure", "memory_pressure", topology, service, resource=f"cgroup {mem_dir}")
+        self.mem_dir, self.squeeze_mb = mem_dir, squeeze_mb
         self.limit_bytes: int | None = None
 
     def inject(self) -> None:
-        if self._procs or self._saved:
+        if self._saved:
             return
+        usage = int((self.mem_dir / "memory.usage_in_bytes").read_text())
+        if usage <= (self.squeeze_mb + 1) * _MIB:
+            raise CaptureError(f"memory_pressure: {self.service} uses {usage >> 20} MiB, not more than "
+                               f"squeeze_mb={self.squeeze_mb}", "give a smaller lab.faults.memory_pressure.squeeze_mb")
+        self.limit_bytes = usage - self.squeeze_mb * _MIB
         try:
-            self._make_cache_file()
-            usage = int((self.mem_dir / "memory.usage_in_bytes").read_text())
-            self.limit_bytes = usage + self.margin_mb * _MIB
             self._set(self.mem_dir / "memory.limit_in_bytes", str(self.limit_bytes))
-            pause = f"{self.chunk_mb / self.read_mb_per_s:.3f}"
-            self._spawn(["sh", "-c", _CACHE_READER, "slo-lab-cache-reader", str(self.cache_file),
-                         str(self.cache_mb), str(self.chunk_mb), pause])
         except BaseException:
             self.clear()
             raise
 
-    def _make_cache_file(self) -> None:
-        """Written here, then dropped from the cache, so the reader's reads charge its cgroup."""
-        fd = os.open(self.cache_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            block = b"\xa5" * _MIB  # real blocks, not a sparse file
-            for _ in range(self.cache_mb):
-                os.write(fd, block)
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
     def clear(self) -> None:
         super().clear()
         self.limit_bytes = None
-        self.cache_file.unlink(missing_ok=True)
 
 
 # -- the registry ---------------------------------------------------------------------
@@ -447,7 +417,7 @@ def _cpu_contention(topology: Topology, p: dict[str, Any]) -> Fault:
 
 
 def _memory_pressure(topology: Topology, p: dict[str, Any]) -> Fault:
-    return MemoryPressure(topology, p["service"], p["margin_mb"], p["cache_mb"], p["read_mb_per_s"])
+    return MemoryPressure(topology, p["service"], p["squeeze_mb"])
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -474,9 +444,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
            scheme="https"),
     _admin("retrieval_slowdown", "retrieval_backend", "retrieval",
            lambda p: {"kind": "slowdown", "extra_ms": p["extra_ms"]}, {"extra_ms": Param(1000, 0, 600_000)}),
-    Scenario("memory_pressure", "memory_pressure", "gateway",
-             {"service": Param("gateway", choices=SERVICES), "margin_mb": Param(64, 1, 4096),
-              "cache_mb": Param(256, 2, 16_384), "read_mb_per_s": Param(200.0, 1.0, 10_000.0)}, _memory_pressure),
+    Scenario("memory_pressure", "memory_pressure", "backend",
+             {"service": Param("backend", choices=SERVICES), "squeeze_mb": Param(32, 1, 4096)}, _memory_pressure),
 )}
 
 # two faults at once, in different domains and on different resources

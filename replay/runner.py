@@ -119,7 +119,8 @@ def start_services(lab: Topology, seed: int, cfg: dict) -> str:
     lab.start("retrieval", _python("replay.retrieval", "--listen", f"{a('retrieval')}:{PORTS['retrieval']}",
                                    *common))
     lab.start("backend", _python("replay.backend", "--listen", f"{a('backend')}:{PORTS['backend']}",
-                                 "--cert", str(cert), "--key", str(key), *common))
+                                 "--cert", str(cert), "--key", str(key),
+                                 "--weights-file", str(lab.workdir / "backend-weights.bin"), *common))
     lab.start("gateway", _python("replay.gateway", "--listen", f"{a('gateway')}:{PORTS['gateway']}",
                                  "--retrieval-url", f"http://retrieval.lab:{PORTS['retrieval']}",
                                  "--backend-url", f"https://backend.lab:{PORTS['backend']}",

@@ -6,9 +6,7 @@ that already has `reps` complete runs there is skipped, so a sweep cut short (or
 few hours at a time) goes on where it stopped. `sloan score --runs ROOT` then reports
 recall per setting, and `--split intensity` leaves one setting out at a time.
 
-The middle setting of each fault is its default (replay/faults.py) except for
-memory_pressure, which pages at no setting short of killing the gateway
-(docs/slo.md): its three settings are all mild.
+The middle setting of each fault is its default (replay/faults.py).
 """
 
 from __future__ import annotations
@@ -33,8 +31,7 @@ SETTINGS: dict[str, tuple[dict, ...]] = {
     "provider_throttle": ({"fraction": 0.2}, {"fraction": 0.5}, {"fraction": 0.8}),
     "provider_error": ({"fraction": 0.3}, {"fraction": 0.5}, {"fraction": 0.8}),
     "retrieval_slowdown": ({"extra_ms": 400}, {"extra_ms": 1000}, {"extra_ms": 2000}),
-    "memory_pressure": ({"margin_mb": 64}, {"margin_mb": 32, "read_mb_per_s": 400.0},
-                        {"margin_mb": 24, "read_mb_per_s": 1000.0}),
+    "memory_pressure": ({"squeeze_mb": 8}, {"squeeze_mb": 32}, {"squeeze_mb": 48}),
 }
 BASELINE_FACTOR = 3  # baseline runs per sweep rep: as many as one fault has over its settings
 

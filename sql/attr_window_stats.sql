@@ -15,7 +15,9 @@
 --                          (daddr:dport = the model provider's address:port of a gen_ai call)
 --   runq_ms, runq_wakeups  run-queue delay summed over the entry pods' cgroups, and the
 --                          wakeups it is spread over (kernel_hist, kind cgroup)
---   reclaim_ms, reclaims   direct/memcg reclaim stalls of tasks in the entry pods
+--   reclaim_ms, reclaims   direct/memcg reclaim stalls of tasks in any of the run's pods: memory
+--                          runs short wherever on the request path it is (the model server's
+--                          own pod, for one), and every pod's stall slows the requests
 --   gen_calls, gen_429, gen_5xx, gen_errors   generation calls that started in the window (a
 --                          call's connect and handshake happen at its start), by response
 --                          status (errors: span status error, any cause)
@@ -89,7 +91,8 @@ runq_w AS (
 ),
 reclaim_w AS (
     SELECT w.window_no, sum(e.value_ns) / 1e6 AS reclaim_ms, count(*) AS reclaims
-    FROM w JOIN entry_events e ON e.signal = 'mem_reclaim' AND e.ts_ns >= w.lo_ns AND e.ts_ns < w.hi_ns
+    FROM w JOIN kernel_events e ON e.signal = 'mem_reclaim' AND e.pod IS NOT NULL
+                               AND e.ts_ns >= w.lo_ns AND e.ts_ns < w.hi_ns
     GROUP BY w.window_no
 ),
 gen_w AS (

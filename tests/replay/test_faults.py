@@ -43,7 +43,7 @@ DOMAINS = {
     "provider_throttle": ("provider_throttle", "backend"),
     "provider_error": ("provider_error", "backend"),
     "retrieval_slowdown": ("retrieval_backend", "retrieval"),
-    "memory_pressure": ("memory_pressure", "gateway"),
+    "memory_pressure": ("memory_pressure", "backend"),
 }
 # enough for every factory to build without a running lab
 OFFLINE = {"dns_latency": {"admin_url": "http://198.18.100.11:8053/admin/fault"},
@@ -269,26 +269,40 @@ class TestInALab:
         time.sleep(0.5)
         assert usage_s() - u0 < 0.05, "CPU is still used in the gateway's cgroup after clear()"
 
-    def test_memory_pressure_limits_the_gateway_and_fills_the_margin(self, lab: Topology) -> None:
-        service = lab.start("gateway", IDLE)
-        mem = lab.cgroup_v1("memory", "gateway")
+    def test_memory_pressure_squeezes_the_service_below_its_working_set(self, lab: Topology) -> None:
+        # a stand-in with 48 MiB of file pages it keeps reading, as the backend reads its weights
+        weights = lab.workdir / "stand-in-weights.bin"
+        reader = (f"import mmap, os, time; p = {str(weights)!r}; f = open(p, 'wb'); f.write(b'x' * (48 << 20)); "
+                  "f.close(); m = mmap.mmap(os.open(p, os.O_RDONLY), 48 << 20, prot=mmap.PROT_READ); "
+                  "m.madvise(mmap.MADV_RANDOM); os.unlink(p); print('ready 0.0.0.0:1', flush=True)\n"
+                  "while True:\n    sum(m[i] for i in range(0, 48 << 20, 4096)); time.sleep(0.01)")
+        service = lab.start("backend", [sys.executable, "-c", reader])
+        mem = lab.cgroup_v1("memory", "backend")
         unlimited = (mem / "memory.limit_in_bytes").read_text()
-        fault = build("memory_pressure", lab, {"margin_mb": 16, "cache_mb": 64, "read_mb_per_s": 400})
+        deadline = time.monotonic() + 10
+        while int((mem / "memory.usage_in_bytes").read_text()) < 48 << 20:
+            assert time.monotonic() < deadline, "the stand-in never held its 48 MiB"
+            time.sleep(0.05)
+        usage = int((mem / "memory.usage_in_bytes").read_text())
+        fault = build("memory_pressure", lab, {"squeeze_mb": 16})
         assert isinstance(fault, Fault)
         with fault:
             limit = int((mem / "memory.limit_in_bytes").read_text())
             assert limit == fault.limit_bytes  # type: ignore[attr-defined]
-            assert limit < 200 << 20, f"limit {limit} is not near the idle gateway's working set"
-            # the reader's page cache reaches the limit: the kernel must reclaim
-            deadline = time.monotonic() + 5
-            while int((mem / "memory.failcnt").read_text()) == 0:
-                assert time.monotonic() < deadline, "usage never reached the limit in 5 s"
-                time.sleep(0.05)
+            assert usage - (17 << 20) < limit <= usage - (16 << 20)
+            # the working set no longer fits: the kernel reclaims its pages, again and again
+            failcnt = int((mem / "memory.failcnt").read_text())
+            time.sleep(1)
+            assert int((mem / "memory.failcnt").read_text()) > failcnt
             assert int((mem / "memory.usage_in_bytes").read_text()) <= limit
-            assert service.poll() is None, "the gateway stand-in was OOM-killed"
+            assert service.poll() is None, "the stand-in was OOM-killed"
         assert (mem / "memory.limit_in_bytes").read_text() == unlimited
-        assert not fault.cache_file.exists()  # type: ignore[attr-defined]
         assert (mem / "cgroup.procs").read_text().split() == [str(service.pid)]
+
+    def test_memory_pressure_refuses_a_squeeze_larger_than_the_service(self, lab: Topology) -> None:
+        lab.start("backend", IDLE)
+        with pytest.raises(CaptureError, match="give a smaller lab.faults.memory_pressure.squeeze_mb"):
+            build("memory_pressure", lab, {"squeeze_mb": 4000}).inject()
 
     @pytest.mark.parametrize(("scenario", "service", "params", "body"), [
         ("dns_latency", "dns", {"ms": 250}, {"kind": "delay", "ms": 250}),

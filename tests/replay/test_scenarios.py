@@ -117,7 +117,7 @@ def check_retrieval_slowdown(r: Run) -> None:
 def check_memory_pressure(r: Run) -> None:
     def stalls(phase: str) -> int:
         return r.value(f"SELECT count(*) FROM kernel_events WHERE signal = 'mem_reclaim' "
-                       f"AND pod LIKE 'gateway-%' AND {r.window(phase)}")
+                       f"AND pod LIKE 'backend-%' AND {r.window(phase)}")
     assert stalls("fault") > max(10, 3 * stalls("baseline"))
 
 

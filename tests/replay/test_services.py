@@ -488,3 +488,15 @@ def test_spans_leave_over_otlp_http(tmp_path: Path) -> None:
     assert resource["process.pid"].int_value == pid
     attributes = {kv.key: kv.value for kv in span.attributes}
     assert span.name == "POST /retrieve" and attributes["process.pid"].int_value == pid
+
+
+def test_backend_weights_are_mapped_resident_and_leave_no_file(tmp_path):
+    import random
+
+    from replay.backend import PAGE, Weights
+
+    path = tmp_path / "weights.bin"
+    w = Weights(path, 2, pages_per_token=4)
+    assert not path.exists()  # the mapping holds the pages; nothing is left behind
+    assert w.pages == (2 << 20) // PAGE
+    assert w.read(random.Random(1)) == w.read(random.Random(1)) == 4 * 0x5A
