@@ -1,7 +1,7 @@
 /* Kernel-only: cpu_steal's steps, shared by its own sched_switch program and
  * by runqueue's. When both signals record, runqueue's program charges the
  * steal too, into cpu_steal's maps (user space shares them), so a context
- * switch runs one program instead of two (README, "Safety"). */
+ * switch runs one program instead of two (README, the signals table). */
 #ifndef SLO_STEAL_BPF_H
 #define SLO_STEAL_BPF_H
 
