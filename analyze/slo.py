@@ -24,7 +24,11 @@ fraction of bad requests the SLO tolerates, by default `slo.error_rate.warning` 
 config already accepts that share of failed requests before it warns, and we hold every SLI
 to the same objective (98 % good). Burn rate over a window = (bad / measured requests in it)
 / budget; 1 spends the budget exactly, 1/budget (50) is every request bad. A window without
-measured requests burns 0. Requests count in a window by when they ended (done_ns).
+measured requests burns 0. A request counts for an SLI in the window where that SLI was
+observed, as a serving engine's metrics observe it (vLLM's TTFT histogram at the first
+token, its E2E one at the end): ttft_ms at its first token (first_token_ns), every other
+SLI when the request ended (done_ns). A TTFT fault so burns while its slow requests still
+stream, not only once they end.
 
 Multi-window rule (Google SRE workbook, "Alerting on SLOs", page tier): page when both the
 1 h and the 5 m window burn >= 14.4, or both the 6 h and the 30 m window burn >= 6.
@@ -197,13 +201,16 @@ class SloWindow:
 
 def burn_windows(done_ns: np.ndarray, bad: Mapping[str, np.ndarray], measured: Mapping[str, np.ndarray],
                  start_ns: int, scaling: BurnScaling, budget: float, n_windows: int | None = None,
-                 pages: frozenset[str] | None = None) -> list[SloWindow]:
+                 pages: frozenset[str] | None = None,
+                 observed_ns: Mapping[str, np.ndarray] | None = None) -> list[SloWindow]:
     """Evaluates the rule every scaling.step_s from start_ns.
 
     done_ns: when each request ended; bad[sli] / measured[sli]: boolean arrays over the same
-    requests. Without n_windows, enough windows to cover the last request. Burn rates are
+    requests; observed_ns[sli]: when that SLI was observed, for the SLIs not observed at
+    done_ns. Without n_windows, enough windows to cover the last request. Burn rates are
     computed for every SLI; only those in `pages` (all when None) can page."""
     done = np.asarray(done_ns, dtype=np.int64)
+    observed_ns = observed_ns or {}
     step_ns = scaling.step_s * 1e9
     if step_ns <= 0:
         raise DataError(f"run length {scaling.run_s!r} s leaves no burn window", "record a longer run")
@@ -212,14 +219,15 @@ def burn_windows(done_ns: np.ndarray, bad: Mapping[str, np.ndarray], measured: M
         n_windows = max(1, math.ceil((last - start_ns + 1) / step_ns))
     ends = start_ns + np.round(np.arange(1, n_windows + 1) * step_ns).astype(np.int64)
     starts = np.concatenate(([start_ns], ends[:-1]))
-    order = np.argsort(done, kind="stable")
-    done_sorted = done[order]
+    done_sorted = np.sort(done)
     in_window = (np.searchsorted(done_sorted, ends, "left") - np.searchsorted(done_sorted, starts, "left"))
     rates: dict[str, dict[str, np.ndarray]] = {}
     for sli in bad:
-        m = np.asarray(measured[sli], bool)[order]
-        b = np.asarray(bad[sli], bool)[order] & m
-        t = done_sorted[m]
+        at = np.asarray(observed_ns.get(sli, done), dtype=np.int64)
+        by_time = np.argsort(at, kind="stable")
+        m = np.asarray(measured[sli], bool)[by_time]
+        b = np.asarray(bad[sli], bool)[by_time] & m
+        t = at[by_time][m]
         cum_bad = np.concatenate(([0], np.cumsum(b[m])))
         rates[sli] = {}
         for name in WORKBOOK_WINDOWS_H:
@@ -423,7 +431,8 @@ def evaluate_con(con, info: RunInfo, config: Mapping, budget: float | None = Non
     measured = {sli: cols[f"{sli}_status"] != None for sli in SLIS}  # noqa: E711
     bad = {sli: cols[f"{sli}_status"] == "breach" for sli in SLIS}
     pages = frozenset(sli for sli, t in thresholds.items() if t.page)
-    windows = burn_windows(done, bad, measured, start_ns, scaling, budget, pages=pages)
+    observed = {"ttft_ms": cols["first_token_ns"].astype(np.int64)}
+    windows = burn_windows(done, bad, measured, start_ns, scaling, budget, pages=pages, observed_ns=observed)
     return RunSlo(info, entry_workload(con, info), scaling, budget, start_ns, cols, windows, thresholds)
 
 

@@ -174,20 +174,21 @@ def _post(url: str, body: dict[str, Any], timeout_s: float, *, gone_ok: bool = F
 
 
 class PacketDrops(Fault):
-    """Every `every`th TCP segment to `port` dropped as it arrives in `ns`.
+    """`drop` of every `every` TCP segments to `port` dropped as they arrive in `ns`.
 
     `syn_only` drops only connection requests: each dropped SYN costs the client
-    the initial retransmission timeout (1 s).
+    the initial retransmission timeout (1 s), and each dropped retransmit at least 1 s more.
     """
 
-    def __init__(self, scenario: str, target: str, ns: str, port: int, every: int, syn_only: bool) -> None:
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
+    def __init__(self, scenario: str, target: str, ns: str, port: int, every: int, syn_only: bool,
+                 drop: int = 1) -> None:
+        if not 1 <= drop <= every:
+            raise ValueError(f"drop must be 1..every ({every}), got {drop}")
         super().__init__(scenario, "network_egress", target, resource=f"nft {ns}")
-        self.ns, self.port, self.every, self.syn_only = ns, port, every, syn_only
+        self.ns, self.port, self.every, self.drop, self.syn_only = ns, port, every, drop, syn_only
 
     def inject(self) -> None:
-        drop_ingress_every(self.ns, self.every, tcp_dport=self.port, syn_only=self.syn_only)
+        drop_ingress_every(self.ns, self.every, tcp_dport=self.port, syn_only=self.syn_only, drop=self.drop)
 
     def clear(self) -> None:
         if Path("/run/netns", self.ns).exists():
@@ -365,6 +366,8 @@ class Scenario:
     params: Mapping[str, Param]
     make: Callable[[Topology, dict[str, Any]], Fault]
     wiring: Mapping[str, Any] = field(default_factory=dict)
+    # a check between parameters: an error message, or None when they agree
+    relation: Callable[[Mapping[str, Any]], str | None] | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -374,7 +377,12 @@ class Scenario:
         """Every parameter, the given ones checked against their ranges; ConfigError names
         an unknown one or a bad value."""
         chosen = _params(self.name, given, self.defaults)
-        return {k: self.params[k].check(self.name, k, v) for k, v in chosen.items()}
+        checked = {k: self.params[k].check(self.name, k, v) for k, v in chosen.items()}
+        problem = self.relation(checked) if self.relation else None
+        if problem:
+            raise ConfigError(f"fault parameters of {self.name}: {problem}",
+                              f"see `slocap lab list` for {self.name}'s parameters and defaults")
+        return checked
 
     def __call__(self, topology: Topology, params: Mapping[str, Any] | None = None) -> Fault:
         given = dict(params or {})
@@ -401,15 +409,22 @@ def _admin(scenario: str, domain: str, service: str, body: Callable[[dict[str, A
     return Scenario(scenario, domain, service, params, make, {"admin_url": None})
 
 
-def _drops(scenario: str, syn_only: bool, every: int) -> Scenario:
+def _drops(scenario: str, syn_only: bool, every: int, drop: int) -> Scenario:
     """Drops at the backend's namespace, the receiver of gateway → backend traffic."""
 
     def make(topology: Topology, p: dict[str, Any]) -> Fault:
         port = p["port"] or topology.endpoint("backend")[1]
-        return PacketDrops(scenario, "backend", topology.ns("backend"), port, p["every"], syn_only)
+        return PacketDrops(scenario, "backend", topology.ns("backend"), port, p["every"], syn_only, p["drop"])
 
-    # every Nth segment (connect_stall: SYN) to the backend is dropped; 1 drops them all
-    return Scenario(scenario, "network_egress", "backend", {"every": Param(every, 1, 1000)}, make, {"port": None})
+    # `drop` of every `every` segments (connect_stall: SYNs) to the backend are dropped
+    def relation(p: Mapping[str, Any]) -> str | None:
+        if p["drop"] > p["every"]:
+            return f"drop={p['drop']} is more than every={p['every']}: at most all of them can be dropped"
+        return None
+
+    return Scenario(scenario, "network_egress", "backend",
+                    {"every": Param(every, 1, 1000), "drop": Param(drop, 1, 1000)}, make, {"port": None},
+                    relation)
 
 
 def _cpu_contention(topology: Topology, p: dict[str, Any]) -> Fault:
@@ -423,20 +438,19 @@ def _memory_pressure(topology: Topology, p: dict[str, Any]) -> Fault:
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     # the dns server prints `admin HOST:PORT` after `ready` (its DNS port)
     _admin("dns_latency", "network_dns", "dns", lambda p: {"kind": "delay", "ms": p["ms"]},
-           {"ms": Param(300, 0, 60_000)}, line="admin"),
-    _drops("tcp_loss", syn_only=False, every=5),
-    _drops("connect_stall", syn_only=True, every=2),
+           {"ms": Param(900, 0, 60_000)}, line="admin"),
+    _drops("tcp_loss", syn_only=False, every=2, drop=1),
+    _drops("connect_stall", syn_only=True, every=4, drop=3),
     # the backend serves HTTPS only, /admin/fault included
-    # defaults that page within a window of injection in a smoke run (docs/slo.md): a
-    # handshake happens only on a new connection, and a retrieval is one part of a request
+    # every default pages within a window of injection in a smoke run (docs/slo.md)
     _admin("tls_slowdown", "network_egress", "backend",
            lambda p: {"kind": "tls_delay", "ms": p["ms"]}, {"ms": Param(1500, 0, 60_000)}, scheme="https"),
     Scenario("cpu_contention", "cpu_throttle", "gateway",
-             {"service": Param("gateway", choices=SERVICES), "hogs": Param(2, 1, 64), "cpus": Param(1.0, 0.01, 64.0),
+             {"service": Param("gateway", choices=SERVICES), "hogs": Param(3, 1, 64), "cpus": Param(0.3, 0.01, 64.0),
               "period_us": Param(100_000, 1_000, 1_000_000)}, _cpu_contention),
     _admin("provider_throttle", "provider_throttle", "backend",
            lambda p: {"kind": "throttle", **p},
-           {"retry_after_s": Param(1, 0, 60), "fraction": Param(0.5, 0.0, 1.0)}, scheme="https"),
+           {"retry_after_s": Param(1, 0, 60), "fraction": Param(0.8, 0.0, 1.0)}, scheme="https"),
     # the provider answers 500 to a fraction of calls; the gateway retries them (up to 4
     # attempts), so users see slower answers and, when every attempt fails, errors
     _admin("provider_error", "provider_error", "backend",

@@ -224,14 +224,18 @@ def drop_ingress_every(
     tcp_dport: int | None = None,
     tcp_sport: int | None = None,
     syn_only: bool = False,
+    drop: int = 1,
 ) -> None:
-    """Drop every `n`th matching TCP segment arriving in namespace `ns`.
+    """Drop `drop` of every `n` matching TCP segments arriving in namespace `ns`
+    (by default one: every `n`th).
 
     `ns` must be the receiver's namespace. The count starts at the first match,
     which is dropped; calling again replaces the rule and restarts the count.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if not 1 <= drop <= n:
+        raise ValueError(f"drop must be 1..{n} (of every {n}), got {drop}")
     match = ["meta l4proto tcp"]
     for name, port in (("dport", tcp_dport), ("sport", tcp_sport)):
         if port is not None:
@@ -241,7 +245,8 @@ def drop_ingress_every(
     if syn_only:
         match.append("tcp flags & (syn | ack) == syn")
     # numgen comes last so that only matching segments advance the counter
-    rule = " ".join(match) + f" numgen inc mod {n} == 0 drop"
+    # counts 0 .. drop-1 of each run of n are dropped: deterministic, unlike numgen random
+    rule = " ".join(match) + f" numgen inc mod {n} < {drop} drop"
     # "add, delete, define" in one transaction: replaces any earlier table atomically
     _nft(
         ns,

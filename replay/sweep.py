@@ -23,12 +23,12 @@ from replay.runner import BASELINE
 
 # scenario -> settings, mild to severe (each over the scenario's defaults)
 SETTINGS: dict[str, tuple[dict, ...]] = {
-    "dns_latency": ({"ms": 100}, {"ms": 300}, {"ms": 900}),
-    "tcp_loss": ({"every": 20}, {"every": 5}, {"every": 2}),
-    "connect_stall": ({"every": 8}, {"every": 4}, {"every": 2}),
+    "dns_latency": ({"ms": 100}, {"ms": 900}, {"ms": 2000}),
+    "tcp_loss": ({"every": 10}, {"every": 2}, {"every": 3, "drop": 2}),
+    "connect_stall": ({"every": 4, "drop": 1}, {"every": 4, "drop": 3}, {"every": 8, "drop": 7}),
     "tls_slowdown": ({"ms": 300}, {"ms": 1500}, {"ms": 3000}),
-    "cpu_contention": ({"hogs": 1}, {"hogs": 2}, {"hogs": 4}),
-    "provider_throttle": ({"fraction": 0.2}, {"fraction": 0.5}, {"fraction": 0.8}),
+    "cpu_contention": ({"hogs": 2, "cpus": 1.0}, {"hogs": 3, "cpus": 0.3}, {"hogs": 3, "cpus": 0.2}),
+    "provider_throttle": ({"fraction": 0.2}, {"fraction": 0.8}, {"fraction": 1.0}),
     "provider_error": ({"fraction": 0.3}, {"fraction": 0.5}, {"fraction": 0.8}),
     "retrieval_slowdown": ({"extra_ms": 400}, {"extra_ms": 1000}, {"extra_ms": 2000}),
     "memory_pressure": ({"squeeze_mb": 8}, {"squeeze_mb": 32}, {"squeeze_mb": 48}),

@@ -24,6 +24,7 @@ def test_parameters_are_checked_against_their_scenario():
         ({"provider_throttle": {"fraction": "half"}}, "fault parameter provider_throttle.fraction='half' is not a number"),
         ({"cpu_contention": {"service": "db"}}, "fault parameter cpu_contention.service='db' is not one of dns"),
         ({"baseline": {"x": 1}}, "fault parameters for 'baseline', which is not a fault scenario"),
+        ({"connect_stall": {"every": 4, "drop": 5}}, "fault parameters of connect_stall: drop=5 is more than every=4"),
     ]:
         with pytest.raises(ConfigError) as err:
             check_fault_params(given)
@@ -58,7 +59,7 @@ def test_the_command_line_rejects_a_bad_fault_before_any_lab(tmp_path):
                                       str(tmp_path), "--fault", "dns_latency.ms=99999"])
     assert run.exit_code == 1
     assert run.output.splitlines() == ["error: fault parameter dns_latency.ms=99999 is out of range: 0 to 60000",
-                                       "  pass e.g. --fault dns_latency.ms=300"]
+                                       "  pass e.g. --fault dns_latency.ms=900"]
     run = CliRunner().invoke(slocap, ["lab", "run", "--scenario", "dns_latency", "--tag", "t", "--out",
                                       str(tmp_path), "--fault", "ms=1"])
     assert run.exit_code == 2 and "write SCENARIO.PARAM=VALUE" in run.output

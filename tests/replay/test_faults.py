@@ -93,7 +93,7 @@ def test_bad_names_and_parameters_are_config_errors() -> None:
     topo = Topology()
     with pytest.raises(ConfigError, match="unknown scenario 'dns_slow'"):
         build("dns_slow", topo)
-    with pytest.raises(ConfigError, match=r"'tcp_loss' has no parameter 'every_n'\nits parameters: every$"):
+    with pytest.raises(ConfigError, match=r"'tcp_loss' has no parameter 'every_n'\nits parameters: drop, every$"):
         build("tcp_loss", topo, {"every_n": 3})
     with pytest.raises(ConfigError, match="has no part 'memory_pressure'"):
         build("dns_latency+cpu_contention", topo, {"memory_pressure": {}})
@@ -226,7 +226,7 @@ class TestInALab:
     def test_connect_stall_makes_a_connect_wait_for_the_syn_retransmit(self, lab: Topology) -> None:
         lab.start("backend", [sys.executable, "-c", SINK, lab.addr("backend")])
         # every=2 from a fresh count: the first SYN is dropped, its retransmit passes
-        with build("connect_stall", lab, {"every": 2}):
+        with build("connect_stall", lab, {"every": 2, "drop": 1}):
             connect_s, _, _ = _send(lab, 1000)
         assert 0.9 <= connect_s < 2.5, f"connect took {connect_s:.3f} s, expected ~1 s (one SYN retransmit)"
         connect_s, _, _ = _send(lab, 1000)

@@ -204,9 +204,26 @@ def test_dropped_syn_delays_connect_by_the_initial_rto() -> None:
         _finish(server, "server")
         delay = float(client["connect_s"][0])
         print(f"connect took {delay:.3f} s with the first SYN dropped")
-        # Linux retransmits a SYN after 1 s, the next one after another 2 s
+        # Linux retransmits a SYN after 1 s
         assert 0.9 <= delay < 2.5, f"connect took {delay:.3f} s, expected one SYN retransmit (~1 s)"
         assert after - before == 1
+
+
+def test_drop_three_of_four_syns_costs_three_retransmits() -> None:
+    with HostPair() as pair:
+        server, port = _start_server(pair, pair.server_ip)
+        # drop 3 of every 4: the SYN and its first two retransmits (counts 0, 1, 2) are
+        # dropped and the third (count 3) passes. The first SYN retransmits are 1 s apart
+        # (net.ipv4.tcp_syn_linear_timeouts, 4 by default since Linux 6.5); before it, backoff
+        # doubled (1 + 2 + 4 s)
+        drop_ingress_every(pair.server_ns, 4, tcp_dport=port, syn_only=True, drop=3)
+        before = _retrans_segs(pair, pair.client_ns)
+        client = _client(pair, pair.server_ip, port)
+        after = _retrans_segs(pair, pair.client_ns)
+        _finish(server, "server")
+        delay = float(client["connect_s"][0])
+        assert 2.9 <= delay < 8.5, f"connect took {delay:.3f} s, expected three SYN retransmits (3 to 7 s)"
+        assert after - before == 3
 
 
 def test_drop_rules_are_idempotent() -> None:
