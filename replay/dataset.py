@@ -4,9 +4,11 @@ table, so a smoke set of every scenario fits in about 20 MB of git.
     python -m replay.dataset compact RUNS_ROOT datasets/labeled [--reps 2] [--mixed-reps 1]
 
 Rows and values are kept as recorded; only the layout changes: each table is
-sorted (spans by trace, so a trace's ids repeat next to each other), time
-columns are delta-encoded, floats byte-stream-split, and unique ids are stored
-plainly instead of in a dictionary that would only repeat them.
+sorted (spans by trace, so a trace's ids repeat next to each other), floats are
+byte-stream-split, and a column gets a dictionary only when its values repeat
+(fewer distinct values than an eighth of its rows). Other integer columns (times,
+ports, thread ids) are delta-encoded and other strings (ids) stored plainly: a
+dictionary of mostly distinct values only repeats them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from runfmt.manifest import MANIFEST
@@ -24,16 +27,22 @@ from runfmt.manifest import MANIFEST
 # table → the columns it is sorted by; sorted times delta-encode well
 TABLES = {"kernel_events": ("ts_ns",), "kernel_hist": ("ts_ns",), "spans": ("trace_id", "start_ns"),
           "span_resources": ("resource_id",), "requests": ("scheduled_ns",), "resources": ("ts_ns",)}
-UNIQUE_IDS = {"span_id", "parent_span_id", "request_id"}  # a dictionary of them only repeats them
+REPEATS = 8  # a column gets a dictionary when it has fewer distinct values than rows / REPEATS
+
+
+def _repeats(column: pa.ChunkedArray, rows: int) -> bool:
+    if pa.types.is_dictionary(column.type) or not (pa.types.is_integer(column.type) or pa.types.is_string(column.type)):
+        return True  # already a dictionary, or nested: leave it to the writer's default
+    return pc.count_distinct(column).as_py() * REPEATS < rows
 
 
 def _write(table: pa.Table, path: Path, sort_keys: tuple[str, ...]) -> None:
     table = table.sort_by([(k, "ascending") for k in sort_keys])
-    delta = [f.name for f in table.schema if pa.types.is_integer(f.type) and f.name.endswith("_ns")]
     floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
-    plain = set(delta) | set(floats) | UNIQUE_IDS
-    pq.write_table(table, path, compression="zstd", compression_level=19,
-                   use_dictionary=[n for n in table.column_names if n not in plain],
+    dictionary = [n for n in table.column_names if n not in floats and _repeats(table.column(n), table.num_rows)]
+    delta = [f.name for f in table.schema
+             if pa.types.is_integer(f.type) and f.name not in dictionary]
+    pq.write_table(table, path, compression="zstd", compression_level=19, use_dictionary=dictionary,
                    column_encoding={**{n: "DELTA_BINARY_PACKED" for n in delta},
                                     **{n: "BYTE_STREAM_SPLIT" for n in floats}})
 

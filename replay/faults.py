@@ -454,7 +454,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     # the provider answers 500 to a fraction of calls; the gateway retries them (up to 4
     # attempts), so users see slower answers and, when every attempt fails, errors
     _admin("provider_error", "provider_error", "backend",
-           lambda p: {"kind": "error", "fraction": p["fraction"]}, {"fraction": Param(0.8, 0.0, 1.0)},
+           lambda p: {"kind": "error", "fraction": p["fraction"]}, {"fraction": Param(0.9, 0.0, 1.0)},
            scheme="https"),
     _admin("retrieval_slowdown", "retrieval_backend", "retrieval",
            lambda p: {"kind": "slowdown", "extra_ms": p["extra_ms"]}, {"extra_ms": Param(1000, 0, 600_000)}),

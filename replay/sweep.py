@@ -29,7 +29,7 @@ SETTINGS: dict[str, tuple[dict, ...]] = {
     "tls_slowdown": ({"ms": 300}, {"ms": 1500}, {"ms": 3000}),
     "cpu_contention": ({"hogs": 2, "cpus": 1.0}, {"hogs": 3, "cpus": 0.3}, {"hogs": 3, "cpus": 0.2}),
     "provider_throttle": ({"fraction": 0.2}, {"fraction": 0.8}, {"fraction": 1.0}),
-    "provider_error": ({"fraction": 0.3}, {"fraction": 0.5}, {"fraction": 0.8}),
+    "provider_error": ({"fraction": 0.5}, {"fraction": 0.9}, {"fraction": 1.0}),
     "retrieval_slowdown": ({"extra_ms": 400}, {"extra_ms": 1000}, {"extra_ms": 2000}),
     "memory_pressure": ({"squeeze_mb": 8}, {"squeeze_mb": 32}, {"squeeze_mb": 48}),
 }

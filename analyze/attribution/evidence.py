@@ -57,7 +57,8 @@ FEATURES = (
     Feature("reclaim_ms_per_s", "ebpf", "ms/s", 1.0, ("memory_pressure",), "mem_reclaim",
             _per_s("reclaim_ms")),
     Feature("http429_share", "otel", "ratio", 0.02, ("provider_throttle",), None, _share("gen_429", "gen_calls")),
-    Feature("retry_share", "application", "ratio", 0.02, ("provider_throttle",), None,
+    # retries follow 429s and 5xx alike: context for both, evidence of neither
+    Feature("retry_share", "application", "ratio", 0.02, (), None,
             _share("retried", "requests")),
     Feature("http5xx_share", "otel", "ratio", 0.02, ("provider_error",), None, _share("gen_5xx", "gen_calls")),
     Feature("retrieval_server_p50_ms", "otel", "ms", 10.0, ("retrieval_backend",), None,

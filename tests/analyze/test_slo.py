@@ -190,3 +190,21 @@ def test_the_committed_healthy_lab_never_pages():
         for w in run.windows:
             if run.info.scenario == "baseline" or w.end_ns <= baseline_end:
                 assert not w.paging, f"{run.info.scenario} {run.info.run_id} window {w.index} pages {w.paging}"
+
+
+def test_every_committed_fault_run_pages_within_one_window_of_injection():
+    """The committed set records every fault at its default setting: each of its fault runs
+    pages in the window its fault was injected in or the next one (docs/slo.md)."""
+    import pyarrow.parquet as pq
+
+    runs = [r for r in evaluate([DATASET], load_config()).runs if r.info.scenario != "baseline"]
+    assert runs
+    late = []
+    for run in runs:
+        injected_ns = min(pq.read_table(run.info.run_dir / "labels.parquet").column("start_ns").to_pylist())
+        injected_in = next(w.index for w in run.windows if w.start_ns <= injected_ns < w.end_ns)
+        first = next((w.index for w in run.windows if w.paging), None)
+        if first is None or first > injected_in + 1:
+            late.append(f"{run.info.scenario} {run.info.run_id}: injected in window {injected_in}, "
+                        f"first page {first}")
+    assert not late, "; ".join(late)
