@@ -159,9 +159,10 @@ def test_hand_made_dns_fault_is_attributed_with_evidence_and_validates(tmp_path)
     assert ev.reference["dns_lookups"] == 120 and 2.0 <= ev.reference["dns_p50_ms"] <= 3.0
     ra = attribute_evidence(ev, Model.prior())
     predicted = {wa.window.index: wa.predicted for wa in ra.windows}
-    assert predicted == {6: "network_dns", 7: "network_dns", 8: "network_dns", 9: UNKNOWN}
+    # the fault phase starts at 12 s, in window 5 (TTFT counts at the first token)
+    assert predicted == {5: "network_dns", 6: "network_dns", 7: "network_dns", 8: "network_dns", 9: UNKNOWN}
     docs = ra.documents()  # validates each against v1/incident-attribution
-    doc = docs[0]
+    doc = docs[1]  # window 6, the first wholly in the fault phase
     assert doc["predicted_fault_domain"] == "network_dns" and doc["service"] == "rag-gateway"
     assert doc["evidence"][0] == {"signal": "dns_p50_ms", "value": 400.0, "source": "ebpf"}
     assert doc["slo_impact"]["sli"] in ("ttft_ms", "request_latency_ms")
@@ -189,7 +190,7 @@ def test_attribute_cli_writes_contract_documents(tmp_path, sloan):
     r = sloan("attribute", "--runs", tmp_path, "-o", "-")
     assert r.exit_code == 0, r.output
     docs = [json.loads(line) for line in r.output.splitlines()]
-    assert [d["predicted_fault_domain"] for d in docs] == ["network_dns"] * 3 + [UNKNOWN]
+    assert [d["predicted_fault_domain"] for d in docs] == ["network_dns"] * 4 + [UNKNOWN]
     for d in docs:
         validate("v1/incident-attribution", d)
     r = sloan("attribute", "--runs", tmp_path, "--model", tmp_path / "none.json")

@@ -681,7 +681,7 @@ LABELED = Path(__file__).resolve().parents[2] / "datasets" / "labeled"
 
 def test_labeled_set_keeps_its_tier_counts(tmp_path):
     """`sloan correlate` on the committed labelled set: per run and in total, the events per tier
-    (and the other counts) recorded in golden/labeled_tier_counts.json before the plan changed."""
+    (and the other counts) in golden/labeled_tier_counts.json: a later plan must keep them."""
     import shutil
 
     want = json.loads((GOLDEN / "labeled_tier_counts.json").read_text())

@@ -40,8 +40,8 @@ from tests.analyze.test_correlate import LABELED, ev, sp, span, trace, write_run
 runs = hand_made.runs  # the fixture: two hand-made runs, each event's detail naming the tier it tests
 
 LABELED_RUNS = (
-    "tag=main/scenario=tcp_loss+retrieval_slowdown/run=20261130T085449Z-169a",  # all four tiers
-    "tag=main/scenario=provider_throttle+memory_pressure/run=20261130T085719Z-21d6",  # 16k events, retries
+    "tag=main/scenario=tcp_loss+retrieval_slowdown/run=20261205T065821Z-ab9d",  # all four tiers
+    "tag=main/scenario=provider_throttle+memory_pressure/run=20261205T070001Z-e945",  # 16k events, retries
 )
 GENERATED_EVENTS = 1_000_000
 

@@ -35,8 +35,7 @@ from runfmt.schema import SPAN_RESOURCES, SPANS
 from tests.support.runs import write_run
 
 DATASET = Path(__file__).resolve().parents[2] / "datasets" / "labeled"
-RUN = DATASET / "tag=main" / "scenario=dns_latency" / "run=20261130T083329Z-68a1"
-needs_run = pytest.mark.skipif(not (RUN / "manifest.json").is_file(), reason=f"no committed run at {RUN}")
+RUN = DATASET / "tag=main" / "scenario=dns_latency" / "run=20261205T064135Z-faa9"
 
 # the columns a receiver fills the same way from what was sent (kind: see the unspecified test)
 SAME = [f.name for f in SPANS if f.name not in ("attributes", "resource_id")]
@@ -131,11 +130,16 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def recorded() -> dict:
-    """The run's spans as recorded, and what correlation says of them."""
+    """The run's spans as recorded (their resource's attributes among theirs, as `resource.<key>`,
+    the way an export carries them), and what correlation says of them."""
     spans = pq.read_table(sorted((RUN / "spans").glob("part-*.parquet")))
-    spans = spans.select([f.name for f in SPANS if f.name in spans.column_names])  # recorded before resource_id
+    resources = {r["resource_id"]: r["attributes"] for r in
+                 pq.read_table(sorted((RUN / "span_resources").glob("part-*.parquet"))).to_pylist()}
+    rows = spans.select([f.name for f in SPANS if f.name in spans.column_names]).to_pylist()
+    for row in rows:
+        row["attributes"] = list(row["attributes"] or []) + list(resources.get(row.pop("resource_id"), []))
     corr = correlate_run(RUN)
-    return {"spans": {(r["trace_id"], r["span_id"]): r for r in spans.to_pylist()},
+    return {"spans": {(r["trace_id"], r["span_id"]): r for r in rows},
             "enriched": {(r["trace_id"], r["span_id"]): r for r in corr.enriched_spans.to_pylist()},
             "correlated": corr.correlated.to_pylist()}
 
@@ -143,7 +147,6 @@ def recorded() -> dict:
 # --- spans ------------------------------------------------------------------------------------
 
 
-@needs_run
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_spans_arrive_with_their_ids_times_and_kernel_evidence(protocol, recorded, sloan):
     with receiver() as (r, got):
@@ -157,7 +160,7 @@ def test_spans_arrive_with_their_ids_times_and_kernel_evidence(protocol, recorde
     evidence = sum(1 for e in recorded["enriched"].values() if e["matched_events"])
     where = f"http://127.0.0.1:{r.http_port}/v1/traces" if protocol == "http" else f"http://127.0.0.1:{r.grpc_port}"
     assert result.stdout.splitlines() == [
-        f"dns_latency 20261130T083329Z-68a1: {n:,} spans ({evidence:,} with kernel evidence)",
+        f"dns_latency 20261205T064135Z-faa9: {n:,} spans ({evidence:,} with kernel evidence)",
         f"sent {n:,} spans and 0 log records of 1 run(s) to {where} ({protocol})",
     ]
     assert counters.requests_ok == -(-n // 1000) and counters.spans_received == n
@@ -177,7 +180,7 @@ def test_spans_arrive_with_their_ids_times_and_kernel_evidence(protocol, recorde
         ours = {k: attributes.pop(k) for k in list(attributes) if k.startswith("slo.")}
         assert attributes == dict(original["attributes"]), key  # resource ones as `resource.<key>` in both
         e = recorded["enriched"][key]
-        expected = {"slo.run.id": "20261130T083329Z-68a1", "slo.kernel.events": str(e["matched_events"])}
+        expected = {"slo.run.id": "20261205T064135Z-faa9", "slo.kernel.events": str(e["matched_events"])}
         for s in otlp_export.TIMED_SIGNALS:
             if e[f"{s}_count"]:
                 expected |= {f"slo.kernel.{s}.count": str(e[f"{s}_count"]),
@@ -253,7 +256,6 @@ def test_the_column_names_are_the_recorders():
 # --- log records ------------------------------------------------------------------------------
 
 
-@needs_run
 def test_slo_events_and_attributions_arrive_as_v1_log_records(sloan):
     from analyze.attribution import Model, attribute_evidence, collect_run
 
@@ -284,7 +286,7 @@ def test_slo_events_and_attributions_arrive_as_v1_log_records(sloan):
         attributes = {kv.key: kv.value for kv in rec.attributes}
         name = attributes["event.name"].string_value
         assert rec.event_name == name
-        assert attributes["slo.run.id"].string_value == "20261130T083329Z-68a1"
+        assert attributes["slo.run.id"].string_value == "20261205T064135Z-faa9"
         validate("v1/slo-event" if name == "llm.slo.event" else "v1/incident-attribution", doc)
         # the document's time, to its microsecond (a window's end goes out to the ns)
         assert abs(rec.time_unix_nano - otlp_export._timestamp_ns(doc["timestamp"])) <= 1000
@@ -306,7 +308,6 @@ def test_slo_events_and_attributions_arrive_as_v1_log_records(sloan):
 # --- failures ---------------------------------------------------------------------------------
 
 
-@needs_run
 def test_an_unreachable_endpoint_is_one_line_and_exit_1(sloan):
     port = free_port()
     result = sloan("export", "otlp", "--runs", RUN, "--endpoint", f"http://127.0.0.1:{port}", "--timeout", 1,
@@ -315,12 +316,11 @@ def test_an_unreachable_endpoint_is_one_line_and_exit_1(sloan):
     assert result.stderr.splitlines() == [
         f"error: cannot export spans to http://127.0.0.1:{port}/v1/traces: [Errno 111] Connection refused",
         ("  check --endpoint and --protocol (OTLP receivers listen for http on port 4318, grpc on 4317); "
-         "none of the 8,723 spans of run 20261130T083329Z-68a1 went out"),
+         "none of the 8,723 spans of run 20261205T064135Z-faa9 went out"),
     ]
     assert result.stdout == ""
 
 
-@needs_run
 def test_logs_to_a_receiver_of_traces_only_name_the_way_out(sloan):
     with receiver() as (r, got):
         result = sloan("export", "otlp", "--runs", RUN, "--endpoint", f"http://127.0.0.1:{r.http_port}",

@@ -40,9 +40,9 @@ from runfmt.schema import SPANS
 from tests.support.lab_run import make_run
 
 LABELED = Path(__file__).resolve().parents[2] / "datasets" / "labeled"
-RUNS = ("tag=main/scenario=connect_stall/run=20261130T083734Z-fd39",
-        "tag=main/scenario=connect_stall/run=20261130T083823Z-bf8b",
-        "tag=main/scenario=dns_latency/run=20261130T083418Z-986d")
+RUNS = ("tag=main/scenario=connect_stall/run=20261205T064456Z-3e0e",
+        "tag=main/scenario=connect_stall/run=20261205T064547Z-419b",
+        "tag=main/scenario=dns_latency/run=20261205T064225Z-cbd4")
 KEY = bytes(range(7, 39))  # 32 bytes
 
 
