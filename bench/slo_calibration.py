@@ -2,9 +2,9 @@
 """How the default SLO thresholds sit against the lab's healthy traffic.
 
 Prints, over the no-fault requests of a labelled set (every request of the baseline
-scenario and the baseline phase of every other run): the tail of TTFT and TPOT, the share
-of healthy requests at or above each configured breach, and the windows that page, healthy
-and under faults, per SLI. docs/slo.md quotes its output.
+scenario, and those of every other run that ended before its fault began): the tail of
+TTFT and TPOT, the share of healthy requests at or above each configured breach, and the
+windows that page, healthy and under faults, per SLI. docs/slo.md quotes its output.
 
 Usage:
   .venv/bin/python bench/slo_calibration.py [--runs datasets/labeled] [--config FILE]
@@ -23,7 +23,10 @@ from analyze.session import open_runs  # noqa: E402
 from analyze.slo import SLIS, evaluate  # noqa: E402
 from runfmt.config import load_config  # noqa: E402
 
-HEALTHY = "status = 'ok' AND (scenario = 'baseline' OR phase = 'baseline')"
+# a request of the baseline phase still streaming when the fault began is not healthy: it
+# must have ended before the run's first fault (labels.start_ns)
+HEALTHY = ("status = 'ok' AND (scenario = 'baseline' OR (phase = 'baseline' AND sent_ns + e2e_ms * 1e6 < "
+           "(SELECT min(l.start_ns) FROM labels l WHERE l.tag = requests.tag AND l.run = requests.run)))")
 
 
 def main() -> None:
