@@ -494,7 +494,9 @@ def failure_reason(records: Sequence[tuple[int, str]]) -> str:
     errors = [m for level, m in records if level >= logging.ERROR]
     transient = [m for level, m in records if level < logging.ERROR and "error" in m.lower()]
     text = errors[-1] if errors else (transient[-1] if transient else "")
-    if "timeout, max retries" in text:
+    # the exporter gave up: its deadline passed, between retries or (urllib3's "timeout cannot be
+    # set to ... 0") as a retry began; the last transient error, if any, says why
+    if "timeout, max retries" in text or "timeout cannot be set" in text:
         if not transient:
             return GAVE_UP
         text = transient[-1]

@@ -371,6 +371,15 @@ def test_a_bad_header_is_a_usage_error(sloan, tmp_path):
             "[Errno 111] Connection refused\")) encountered while exporting spans batch, retrying in 1.02s.")),
       (40, "Failed to export spans batch due to timeout, max retries or shutdown.")],
      "[Errno 111] Connection refused"),
+    ([(30, ("Transient error HTTPConnectionPool(host='h', port=9): Max retries exceeded (Caused by "
+            "NewConnectionError(\"HTTPConnection(host='h', port=9): Failed to establish a new connection: "
+            "[Errno 111] Connection refused\")) encountered while exporting spans batch, retrying in 0.98s.")),
+      (40, ("Failed to export spans batch code: None, reason: Attempted to set connect timeout to 0.0, but "
+            "the timeout cannot be set to a value less than or equal to 0."))],
+     "[Errno 111] Connection refused"),
+    ([(40, ("Failed to export spans batch code: None, reason: Attempted to set connect timeout to 0.0, but "
+            "the timeout cannot be set to a value less than or equal to 0."))],
+     "no answer within the timeout, retries included"),
     ([(40, "Failed to export logs batch code: 404, reason: Not Found")], "HTTP 404 Not Found"),
     ([(40, "Failed to export traces to h:4317, error code: StatusCode.UNAUTHENTICATED, error details: bad token")],
      "gRPC UNAUTHENTICATED: bad token"),
