@@ -30,16 +30,16 @@ TABLES = {"kernel_events": ("ts_ns",), "kernel_hist": ("ts_ns",), "spans": ("tra
 REPEATS = 8  # a column gets a dictionary when it has fewer distinct values than rows / REPEATS
 
 
-def _repeats(column: pa.ChunkedArray, rows: int) -> bool:
+def _repeats(column: pa.ChunkedArray) -> bool:
     if pa.types.is_dictionary(column.type) or not (pa.types.is_integer(column.type) or pa.types.is_string(column.type)):
         return True  # already a dictionary, or nested: leave it to the writer's default
-    return pc.count_distinct(column).as_py() * REPEATS < rows
+    return pc.count_distinct(column).as_py() * REPEATS < len(column)
 
 
 def _write(table: pa.Table, path: Path, sort_keys: tuple[str, ...]) -> None:
     table = table.sort_by([(k, "ascending") for k in sort_keys])
     floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
-    dictionary = [n for n in table.column_names if n not in floats and _repeats(table.column(n), table.num_rows)]
+    dictionary = [n for n in table.column_names if n not in floats and _repeats(table.column(n))]
     delta = [f.name for f in table.schema
              if pa.types.is_integer(f.type) and f.name not in dictionary]
     pq.write_table(table, path, compression="zstd", compression_level=19, use_dictionary=dictionary,
