@@ -25,7 +25,7 @@ KEEP_BTF(struct hist, hist);
 HIST_MAP(hists);
 
 /* floor(log2(v)), 0 for v <= 1: five compare-and-shift steps, not a loop over the bits
- * (this runs twice on every context switch the runqueue signal sees) */
+ * (this runs on every context switch the runqueue signal sees) */
 static __always_inline __u32 log2_u64(__u64 v)
 {
 	__u32 r, shift;
@@ -49,9 +49,9 @@ static __always_inline __u32 log2_u64(__u64 v)
 
 /* one sample into `map` (a HIST_MAP); an update that finds it full counts in *dropped */
 static __always_inline void hist_add_to(void *map, __u64 *dropped, __u64 now, __u32 kind, __u64 id,
-					__u64 value_ns)
+					__u64 cgroup, __u64 value_ns)
 {
-	struct hist_key key = { .slice = now / slice_ns, .id = id, .kind = kind };
+	struct hist_key key = { .slice = now / slice_ns, .id = id, .cgroup = cgroup, .kind = kind };
 	static const struct hist zero;
 	struct hist *h;
 	__u32 slot;
@@ -79,9 +79,10 @@ static __always_inline void hist_add_to(void *map, __u64 *dropped, __u64 now, __
 		h->max_ns = value_ns;
 }
 
-static __always_inline void hist_add(__u64 now, __u32 kind, __u64 id, __u64 value_ns)
+/* one sample for a task: process `tgid` in cgroup `cgid` */
+static __always_inline void hist_add_task(__u64 now, __u32 tgid, __u64 cgid, __u64 value_ns)
 {
-	hist_add_to(&hists, &hist_dropped, now, kind, id, value_ns);
+	hist_add_to(&hists, &hist_dropped, now, HIST_TASK, tgid, cgid, value_ns);
 }
 
 static __always_inline __u64 task_cgroup_id(struct task_struct *t)

@@ -51,8 +51,7 @@ static __always_inline void record_delay(struct task_struct *next, struct task_s
 {
 	struct runqueue_event *e;
 
-	hist_add(now, HIST_PID, tgid, delay);
-	hist_add(now, HIST_CGROUP, cgid, delay);
+	hist_add_task(now, tgid, cgid, delay);
 	if (delay < (min_delay_ns << (threshold_shift & 31)))
 		return;
 	e = reserve_event(sizeof(*e));

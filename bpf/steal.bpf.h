@@ -64,9 +64,8 @@ static __always_inline void steal_charge(void *map, __u64 *dropped, __u64 delta,
 {
 	__u64 now = bpf_ktime_get_ns();
 
-	hist_add_to(map, dropped, now, HIST_CPU, bpf_get_smp_processor_id(), delta);
-	hist_add_to(map, dropped, now, HIST_PID, prev_tgid, delta);
-	hist_add_to(map, dropped, now, HIST_CGROUP, prev_cgid, delta);
+	hist_add_to(map, dropped, now, HIST_CPU, bpf_get_smp_processor_id(), 0, delta);
+	hist_add_to(map, dropped, now, HIST_TASK, prev_tgid, prev_cgid, delta);
 }
 
 #endif

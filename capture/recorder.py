@@ -420,7 +420,7 @@ class Recorder:
                 for col, arr in self.pods.columns(cgroup_ids).items():
                     table = table.set_column(table.schema.get_field_index(col), col, arr)
                 self.writers["kernel_hist"].add(table)
-                self.counts[name].hist_rows += len(keys)
+                self.counts[name].hist_rows += len(table)
 
     def _watch_overhead(self) -> None:
         """One resource sample; a shedding step when the overhead stays too high.
