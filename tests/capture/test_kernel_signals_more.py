@@ -202,6 +202,16 @@ def test_cpu_hogs_in_one_cgroup_wait_longer_than_an_idle_control(recording, vari
     by_id = {r[0]: r[1:] for r in rows}
     assert busy_id in by_id and idle_id in by_id, rows
     assert by_id[busy_id][1] > by_id[idle_id][1], f"busy {by_id[busy_id]} vs idle {by_id[idle_id]}"
+    # one kernel histogram per process and cgroup, rolled up by the drain: every delay is in
+    # a pid row and in a cgroup row, and each hog has its pid rows
+    totals = dict(duckdb.sql(f"""
+        SELECT kind, sum(count) FROM read_parquet('{rec.run_dir}/kernel_hist/*.parquet')
+        WHERE signal = 'runqueue' GROUP BY kind""").fetchall())
+    assert totals["pid"] == totals["cgroup"] > 0, totals
+    pids = {r[0] for r in duckdb.sql(f"""
+        SELECT DISTINCT pid FROM read_parquet('{rec.run_dir}/kernel_hist/*.parquet')
+        WHERE signal = 'runqueue' AND kind = 'pid'""").fetchall()}
+    assert {p.pid for p in procs} <= pids
     # 4 hogs on 2 CPUs: some wakeup-to-run delays pass the 5 ms event threshold
     assert any(r["cgroup_id"] == busy_id and r["value_ns"] >= 5_000_000 for r in rec.rows("runqueue"))
 
