@@ -14,7 +14,8 @@
 --   egress_retransmits     retransmits of the entry pods on a tuple towards a generation peer
 --                          (daddr:dport = the model provider's address:port of a gen_ai call)
 --   runq_ms, runq_wakeups  run-queue delay summed over the entry pods' cgroups, and the
---                          wakeups it is spread over (kernel_hist, kind cgroup)
+--                          wakeups it is spread over (kernel_hist, kind cgroup; the slices
+--                          that lie wholly inside the window)
 --   reclaim_ms, reclaims   direct/memcg reclaim stalls of tasks in any of the run's pods: memory
 --                          runs short wherever on the request path it is (the model server's
 --                          own pod, for one), and every pod's stall slows the requests
@@ -84,8 +85,10 @@ retransmit_w AS (
 runq_w AS (
     SELECT w.window_no, sum(h.sum_ns) / 1e6 AS runq_ms, sum(h.count)::BIGINT AS runq_wakeups
     FROM w
+    -- a slice counts only where it lies wholly inside the window: the one that straddles
+    -- a fault's start would otherwise put fault-time delay into the reference period
     JOIN kernel_hist h ON h.signal = 'runqueue' AND h.kind = 'cgroup'
-                      AND h.ts_ns >= w.lo_ns AND h.ts_ns < w.hi_ns
+                      AND h.ts_ns >= w.lo_ns AND h.ts_ns + h.slice_ns <= w.hi_ns
     JOIN attr_pods p ON p.pod = h.pod
     GROUP BY w.window_no
 ),
