@@ -50,7 +50,7 @@ class HistReader:
         return keys[kept], values[kept]
 
 
-def _merge(keys: np.ndarray, values: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _merge(values: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows with equal `group` (a structured array, one row per key) summed into one:
     count, sum and slots added, max the largest. Returns (unique groups, merged values)."""
     uniq, inverse = np.unique(group, return_inverse=True)
@@ -73,7 +73,7 @@ def rollup(keys: np.ndarray, values: np.ndarray) -> list[tuple[str, np.ndarray, 
             continue
         group = np.empty(int(pick.sum()), dtype=by)
         group["slice"], group["id"] = keys["slice"][pick], keys[id_field][pick]
-        out.append((kind, *_merge(keys[pick], values[pick], group)))
+        out.append((kind, *_merge(values[pick], group)))
     return out
 
 
