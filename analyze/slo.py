@@ -28,7 +28,9 @@ measured requests burns 0. A request counts for an SLI in the window where that 
 observed, as a serving engine's metrics observe it (vLLM's TTFT histogram at the first
 token, its E2E one at the end): ttft_ms at its first token (first_token_ns), every other
 SLI when the request ended (done_ns). A TTFT fault so burns while its slow requests still
-stream, not only once they end.
+stream, not only once they end. A TTFT breach counts as soon as it is certain: a request
+still without a first token `breach` ms after it was sent is bad from then on
+(ttft_observed_ns), so a stall burns while the requests wait.
 
 Multi-window rule (Google SRE workbook, "Alerting on SLOs", page tier): page when both the
 1 h and the 5 m window burn >= 14.4, or both the 6 h and the 30 m window burn >= 6.
@@ -431,9 +433,21 @@ def evaluate_con(con, info: RunInfo, config: Mapping, budget: float | None = Non
     measured = {sli: cols[f"{sli}_status"] != None for sli in SLIS}  # noqa: E711
     bad = {sli: cols[f"{sli}_status"] == "breach" for sli in SLIS}
     pages = frozenset(sli for sli, t in thresholds.items() if t.page)
-    observed = {"ttft_ms": cols["first_token_ns"].astype(np.int64)}
+    observed = {"ttft_ms": ttft_observed_ns(cols, thresholds["ttft_ms"].breach)}
     windows = burn_windows(done, bad, measured, start_ns, scaling, budget, pages=pages, observed_ns=observed)
     return RunSlo(info, entry_workload(con, info), scaling, budget, start_ns, cols, windows, thresholds)
+
+
+def ttft_observed_ns(cols: Mapping[str, np.ndarray], breach_ms: float) -> np.ndarray:
+    """When each request's TTFT is known: at its first token, or, for a request whose first
+    token comes at or after the breach, as soon as it has waited breach_ms since it was sent
+    (the breach is certain then). A stalled connect or a hung backend so burns while the
+    requests wait, not only once (or if ever) a first token arrives."""
+    first = cols["first_token_ns"].astype(np.int64)
+    sent = np.array([-1 if v is None else v for v in cols["sent_ns"]], dtype=np.int64)
+    certain = sent + np.int64(round(breach_ms * 1e6))
+    late = (sent >= 0) & (cols["ttft_ms_status"] == "breach") & (certain < first)
+    return np.where(late, certain, first)
 
 
 def evaluate_run(run_dir: Path, config: Mapping, budget: float | None = None) -> RunSlo:

@@ -4,8 +4,9 @@
 -- parameters: none
 -- reads: requests (one run)
 -- columns: request_id, trace_id, phase, status, attempts,
---          scheduled_ns (wall ns), done_ns (wall ns: when the client saw the request end:
---            sent_ns + e2e_ms; scheduled_ns when it was never sent or has no e2e),
+--          scheduled_ns (wall ns), sent_ns (wall ns; null when never sent),
+--          done_ns (wall ns: when the client saw the request end: sent_ns + e2e_ms;
+--            scheduled_ns when it was never sent or has no e2e),
 --          first_token_ns (wall ns: when the client saw the first token: sent_ns + ttft_ms;
 --            done_ns without a first token),
 --          ttft_ms (ms), tpot_ms (ms, the load generator's: (e2e - ttft) / (output tokens - 1)),
@@ -25,6 +26,7 @@ SELECT request_id,
        status,
        attempts,
        scheduled_ns,
+       sent_ns,
        done_ns,
        coalesce(sent_ns + round(ttft_ms * 1e6)::BIGINT, done_ns) AS first_token_ns,
        CASE WHEN status = 'ok' THEN ttft_ms END AS ttft_ms,

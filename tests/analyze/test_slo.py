@@ -18,6 +18,7 @@ from analyze.slo import (
     evaluate,
     evaluate_run,
     thresholds_from_config,
+    ttft_observed_ns,
     workload_of,
 )
 from runfmt.config import load_config
@@ -113,6 +114,38 @@ def test_a_window_without_measured_requests_burns_zero():
                            BurnScaling(72.0), 0.02)
     assert all(w.burn["x"][name] == 0.0 for w in windows for name in w.burn["x"])
     assert not any(w.violating for w in windows)
+
+
+def test_a_ttft_breach_counts_once_it_is_certain():
+    # sent at 0 s: a first token after 0.3 s (ok), after 5 s (breach: known at 1 s), none
+    # yet counted as a breach at 1 s only when the request is ok and its TTFT breached;
+    # a request never sent has no certain moment and keeps its first-token time
+    sent = [T0, T0, T0 + 2 * S, None]
+    first = np.array([T0 + S * 3 // 10, T0 + 5 * S, T0 + 2 * S + S // 2, T0 + 9 * S], np.int64)
+    cols = {"sent_ns": np.array(sent, dtype=object), "first_token_ns": first,
+            "ttft_ms_status": np.array(["ok", "breach", "warning", None], dtype=object)}
+    got = ttft_observed_ns(cols, 1000.0)
+    assert list(got) == [T0 + S * 3 // 10, T0 + S, T0 + 2 * S + S // 2, T0 + 9 * S]
+
+
+def test_a_stall_pages_while_the_requests_wait():
+    # 20 requests/s; from 20 s every request waits 10 s for its first token. Observed at
+    # the first token, nothing is seen until 30 s; counted once certain (1 s after it was
+    # sent, from 21 s), the stall pages in the window after the one it began in
+    sent = T0 + np.arange(0, 36 * S, S // 20, dtype=np.int64)
+    ttft_ms = np.where(sent >= T0 + 20 * S, 10_000.0, 200.0)
+    first = sent + (ttft_ms * 1e6).astype(np.int64)
+    t = thresholds_from_config(load_config())["ttft_ms"]
+    status = t.statuses(ttft_ms)
+    bad = {"ttft_ms": status == "breach"}
+    measured = {"ttft_ms": np.ones(len(sent), bool)}
+    scaling = BurnScaling(36.0)  # 3 s windows: the stall starts in window 7, [18 s, 21 s)
+    late = burn_windows(first, bad, measured, T0, scaling, 0.02, observed_ns={"ttft_ms": first})
+    now = burn_windows(first, bad, measured, T0, scaling, 0.02, observed_ns={
+        "ttft_ms": ttft_observed_ns({"sent_ns": sent.astype(object), "first_token_ns": first,
+                                     "ttft_ms_status": status}, t.breach)})
+    assert min(w.index for w in late if w.violating) == 11  # [30 s, 33 s)
+    assert min(w.index for w in now if w.violating) == 8  # [21 s, 24 s)
 
 
 def test_workload_from_a_kubelet_pod_name():
