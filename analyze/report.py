@@ -136,6 +136,7 @@ def score_section(score: ScoreResult, config: Mapping) -> list[str]:
         ["macro F1", _metric(score.f1)], ["abstain rate (all windows)", _metric(score.abstain_rate)],
         ["abstain rate (fault windows)", _metric(score.abstain_rate_fault)],
         ["abstain rate (no-fault windows)", _metric(score.abstain_rate_none)],
+        ["abstain rate (every no-fault window, paging or not)", _metric(score.abstain_rate_quiet)],
         ["detection delay, s (median)", _metric(score.detection_delay_s)],
         ["faults detected", f"{score.detected} of {score.faulted} faulted test runs"],
         ["fault windows that did not page", score.unpaged_fault_windows]]) + [""]

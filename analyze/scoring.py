@@ -98,6 +98,8 @@ class RunScore:
     labels: list[dict]  # domain, start_ns, end_ns
     windows: list[ScoredWindow]  # violating windows
     unpaged_fault_windows: int = 0
+    quiet_windows: int = 0  # every window without a fault, paging or not
+    quiet_abstained: int = 0  # of those, the ones the model would answer unknown on
 
     @property
     def classes(self) -> frozenset[str]:
@@ -132,8 +134,9 @@ def truth_key(truth: frozenset[str]) -> str:
 # counts per run, in one vector so a bootstrap resample is a sum of rows
 _D = len(DOMAINS)
 TP, FP, FN = 0, _D, 2 * _D
-ABST = 3 * _D  # windows, abstained, fault windows, abstained on fault, none windows, abstained on none
-N_COUNTS = ABST + 6
+ABST = 3 * _D  # windows, abstained, fault windows, abstained on fault, none windows, abstained on none,
+# then every no-fault window (paging or not) and the ones abstained on
+N_COUNTS = ABST + 8
 
 
 def indicators(sets: Sequence[frozenset[str]]) -> np.ndarray:
@@ -154,6 +157,7 @@ def run_counts(run: RunScore) -> np.ndarray:
         c[ABST + 1] += abstained
         c[ABST + 2 if w.truth else ABST + 4] += 1
         c[ABST + 3 if w.truth else ABST + 5] += abstained
+    c[ABST + 6], c[ABST + 7] = run.quiet_windows, run.quiet_abstained
     return c
 
 
@@ -187,6 +191,7 @@ def metrics_from_counts(c: np.ndarray) -> dict[str, Any]:
             "abstain_rate": _ratio(c[ABST + 1], c[ABST]),
             "abstain_rate_fault": _ratio(c[ABST + 3], c[ABST + 2]),
             "abstain_rate_none": _ratio(c[ABST + 5], c[ABST + 4]),
+            "abstain_rate_quiet": _ratio(c[ABST + 7], c[ABST + 6]),
             "windows": int(c[ABST]), "fault_windows": int(c[ABST + 2]), "none_windows": int(c[ABST + 4])}
 
 
@@ -385,6 +390,7 @@ class ScoreResult:
     abstain_rate: Metric
     abstain_rate_fault: Metric
     abstain_rate_none: Metric
+    abstain_rate_quiet: Metric  # every no-fault window, paging or not (docs/attribution.md)
     detection_delay_s: Metric
     detected: int
     faulted: int
@@ -445,6 +451,7 @@ class ScoreResult:
             "abstain_rate": self.abstain_rate.to_dict(),
             "abstain_rate_fault": self.abstain_rate_fault.to_dict(),
             "abstain_rate_none": self.abstain_rate_none.to_dict(),
+            "abstain_rate_quiet": self.abstain_rate_quiet.to_dict(),
             "detection_delay_s": self.detection_delay_s.to_dict(), "detected": self.detected,
             "faulted": self.faulted, "unpaged_fault_windows": self.unpaged_fault_windows,
             "confusion": self.confusion, "correlation": self.correlation,
@@ -467,13 +474,13 @@ def summarize(runs: Sequence[RunScore], *, resamples: int = RESAMPLES, seed: int
     point = metrics_from_counts(counts.sum(axis=0))
     delays = [r.delay_s for r in runs]
     faulted = [r for r in runs if r.fault_start_ns is not None]
-    boots: dict[str, list] = {k: [] for k in ("precision", "recall", "f1", "abstain_rate",
-                                              "abstain_rate_fault", "abstain_rate_none", "delay")}
+    rates = ("abstain_rate", "abstain_rate_fault", "abstain_rate_none", "abstain_rate_quiet")
+    boots: dict[str, list] = {k: [] for k in ("precision", "recall", "f1", *rates, "delay")}
     per_boot: dict[str, dict[str, list]] = {d: {"precision": [], "recall": [], "f1": []} for d in DOMAINS}
     if can_bootstrap([r.scenario for r in runs]):
         for idx in resample_indices([r.scenario for r in runs], resamples, seed):
             m = metrics_from_counts(counts[idx].sum(axis=0))
-            for k in ("precision", "recall", "f1", "abstain_rate", "abstain_rate_fault", "abstain_rate_none"):
+            for k in ("precision", "recall", "f1", *rates):
                 boots[k].append(m[k])
             for d in DOMAINS:
                 for k in ("precision", "recall", "f1"):
@@ -495,6 +502,7 @@ def summarize(runs: Sequence[RunScore], *, resamples: int = RESAMPLES, seed: int
         "f1": metric("f1", point["f1"]), "abstain_rate": metric("abstain_rate", point["abstain_rate"]),
         "abstain_rate_fault": metric("abstain_rate_fault", point["abstain_rate_fault"]),
         "abstain_rate_none": metric("abstain_rate_none", point["abstain_rate_none"]),
+        "abstain_rate_quiet": metric("abstain_rate_quiet", point["abstain_rate_quiet"]),
         "detection_delay_s": metric("delay", _median(delays)),
         "detected": sum(d is not None for d in delays), "faulted": len(faulted),
         "confusion": confusion(runs), "windows": point["windows"],
@@ -553,14 +561,15 @@ def correlation_summary(per_run: Mapping[str, Mapping[str, CorrelationCounts]], 
 
 
 def _run_score(ev: RunEvidence, model: Model) -> RunScore:
+    """The run's paging windows scored; every window attributed for the quiet-window count."""
     labels = ev.extra["labels"]
-    ra = attribute_evidence(ev, model)
-    windows = [ScoredWindow(wa.window.index, wa.window.start_ns, wa.window.end_ns,
-                            window_truth(labels, wa.window.start_ns, wa.window.end_ns), wa.predicted, wa.blamed)
-               for wa in ra.windows]
-    unpaged = sum(1 for w in ev.slo.windows
-                  if not w.violating and window_truth(labels, w.start_ns, w.end_ns))
-    return RunScore(ev.info.run_id, ev.info.scenario, labels, windows, unpaged)
+    every = [(wa, window_truth(labels, wa.window.start_ns, wa.window.end_ns))
+             for wa in attribute_evidence(ev, model, all_windows=True).windows]
+    windows = [ScoredWindow(wa.window.index, wa.window.start_ns, wa.window.end_ns, truth, wa.predicted, wa.blamed)
+               for wa, truth in every if wa.window.violating]
+    unpaged = sum(1 for wa, truth in every if truth and not wa.window.violating)
+    quiet = [wa.predicted == UNKNOWN for wa, truth in every if not truth]
+    return RunScore(ev.info.run_id, ev.info.scenario, labels, windows, unpaged, len(quiet), sum(quiet))
 
 
 BASELINE = "scikit-learn LogisticRegression, one per domain over all feature shifts, L2, C=1"
@@ -579,19 +588,20 @@ def baseline_runs(train: Sequence[RunEvidence], test: Sequence[RunEvidence]) -> 
               for i, d in enumerate(DOMAINS) if 0 < Y[:, i].sum() < len(Y)}
     scored = []
     for ev in test:
-        labels, windows = ev.extra["labels"], []
+        labels, windows, quiet = ev.extra["labels"], [], []
         for w, x in ev.shift_rows():
-            if not w.violating:
-                continue
             row = np.array([[x[f] for f in FEATURE_NAMES]])
             post = {d: float(m.predict_proba(row)[0, 1]) for d, m in models.items()}
             blamed = frozenset(d for d, p in post.items() if p >= ABSTAIN_BELOW)
             top = max(post, key=post.get, default=UNKNOWN)
             predicted = top if top in blamed else UNKNOWN
-            windows.append(ScoredWindow(w.index, w.start_ns, w.end_ns,
-                                        window_truth(labels, w.start_ns, w.end_ns), predicted, blamed))
+            truth = window_truth(labels, w.start_ns, w.end_ns)
+            if not truth:
+                quiet.append(predicted == UNKNOWN)
+            if w.violating:
+                windows.append(ScoredWindow(w.index, w.start_ns, w.end_ns, truth, predicted, blamed))
         unpaged = sum(1 for w in ev.slo.windows if not w.violating and window_truth(labels, w.start_ns, w.end_ns))
-        scored.append(RunScore(ev.info.run_id, ev.info.scenario, labels, windows, unpaged))
+        scored.append(RunScore(ev.info.run_id, ev.info.scenario, labels, windows, unpaged, len(quiet), sum(quiet)))
     return scored
 
 
@@ -674,7 +684,7 @@ def score_runs(paths, config: Mapping, *, model: Model | None = None, seed: int 
     base = summarize(baseline_runs([evidence[r] for r in train], [evidence[r] for r in test]),
                      resamples=resamples, seed=seed) if split_by != "intensity" else None
     baseline = {} if base is None else {"model": BASELINE, "trained_on": "the same training runs" if train else "nothing (no training run)",
-                **{k: base[k] for k in ("precision", "recall", "f1", "abstain_rate_none")},
+                **{k: base[k] for k in ("precision", "recall", "f1", "abstain_rate_none", "abstain_rate_quiet")},
                 "recall_by_domain": {d: m["recall"] for d, m in base["per_domain"].items()
                                                      if m["support"]}}
     balance, per_windows = class_balance(scored)
@@ -697,7 +707,8 @@ def score_runs(paths, config: Mapping, *, model: Model | None = None, seed: int 
         class_balance=balance, windows_per_class=per_windows, per_domain=summary["per_domain"],
         precision=summary["precision"], recall=summary["recall"], f1=summary["f1"],
         abstain_rate=summary["abstain_rate"], abstain_rate_fault=summary["abstain_rate_fault"],
-        abstain_rate_none=summary["abstain_rate_none"], detection_delay_s=summary["detection_delay_s"],
+        abstain_rate_none=summary["abstain_rate_none"], abstain_rate_quiet=summary["abstain_rate_quiet"],
+        detection_delay_s=summary["detection_delay_s"],
         detected=summary["detected"], faulted=summary["faulted"], confusion=summary["confusion"],
         unpaged_fault_windows=sum(s.unpaged_fault_windows for s in scored), windows=summary["windows"],
         correlation=correlation, exploratory=bool(reasons), exploratory_reasons=reasons,

@@ -88,6 +88,8 @@ def _show_score(out, result, seed: int) -> None:
     out.line(f"abstain rate {result.abstain_rate} (fault windows {result.abstain_rate_fault}, "
              f"no-fault windows {result.abstain_rate_none}); detection delay s {result.detection_delay_s}, "
              f"{result.detected} of {result.faulted} faults detected")
+    out.line(f"abstain on every no-fault window, paging or not: {result.abstain_rate_quiet} "
+             "(would the model blame a domain where no fault was injected)")
     out.line("class balance (test runs): " + ", ".join(f"{k} {v}" for k, v in result.class_balance.items())
              + (f"; not evaluated: {', '.join(result.not_evaluated)}" if result.not_evaluated else ""))
     cols = sorted({p for row in result.confusion.values() for p in row})

@@ -103,6 +103,12 @@ def test_abstain_rates_and_confusion():
     assert m["windows"] == 9 and m["abstain_rate"] == pytest.approx(3 / 9)
     assert m["abstain_rate_fault"] == pytest.approx(1 / 6)
     assert m["abstain_rate_none"] == pytest.approx(2 / 3)
+    assert m["abstain_rate_quiet"] is None  # these hand-made runs have no quiet-window counts
+    quiet = _run("q", "baseline", [], [])
+    quiet.quiet_windows, quiet.quiet_abstained = 12, 11  # windows that did not page count here too
+    m = metrics_from_counts(np.sum([run_counts(r) for r in [*RUNS, quiet]], axis=0))
+    assert m["abstain_rate_quiet"] == pytest.approx(11 / 12)
+    assert m["abstain_rate_none"] == pytest.approx(2 / 3)  # paging windows only, unchanged
     assert confusion(RUNS) == {
         "cpu_throttle": {"cpu_throttle": 1},
         "network_dns": {"cpu_throttle": 1, "network_dns": 3, UNKNOWN: 1},
@@ -172,7 +178,7 @@ def _result(runs: list[RunScore]):
         windows_per_class=per_windows, per_domain=s["per_domain"], precision=s["precision"],
         recall=s["recall"], f1=s["f1"], abstain_rate=s["abstain_rate"],
         abstain_rate_fault=s["abstain_rate_fault"], abstain_rate_none=s["abstain_rate_none"],
-        detection_delay_s=s["detection_delay_s"], detected=s["detected"], faulted=s["faulted"],
+        abstain_rate_quiet=s["abstain_rate_quiet"], detection_delay_s=s["detection_delay_s"], detected=s["detected"], faulted=s["faulted"],
         confusion=s["confusion"], unpaged_fault_windows=0, windows=s["windows"], correlation={},
         exploratory=bool(reasons), exploratory_reasons=reasons, not_evaluated=[], model={})
 
