@@ -16,7 +16,6 @@ import pytest
 from bench import overhead
 from bench.overhead import (
     AA_MAX_BIAS_PCT,
-    PRIMARY,
     BpfStats,
     Summary,
     Validity,
@@ -35,6 +34,7 @@ from bench.overhead import (
     ns_per_context_switch,
     object_of,
     pairs_needed,
+    primary_metric,
     prog_deltas,
     read_resources,
     render,
@@ -313,10 +313,14 @@ def test_ns_per_context_switch_adds_wakeups_to_switches():
 # -- latency, pairs and the printed verdict -------------------------------------------
 
 
+PRIMARY = primary_metric("lab")
+
+
 def fake_run(experiment: str, pair: int, arm: str, position: int, cpu: float, ttft: float | None) -> dict:
     """A made-up run with every field render() reads."""
     return {"experiment": experiment, "pair": pair, "arm": arm, "position": position,
-            "own_cpu_s": cpu, "machine_cpu_s": cpu * 1.5, "wall_s": 37.0, "workload_cpu_s": cpu,
+            "own_cpu_s": cpu, "own_per_load": cpu / 4.0, "load_cpu_s": 4.0, "load_context_switches": 60_000,
+            "machine_cpu_s": cpu * 1.5, "wall_s": 37.0, "workload_cpu_s": cpu,
             "steal_s": 0.0, "context_switches": 300_000, "tool_cpu_s": None, "failures": 0,
             "foreign_bpf_programs": [], "ttft_p95_ms": ttft, "e2e_p95_ms": None if ttft is None else ttft * 8,
             **({"tool": {"events_seen": 1000, "dropped": 0, "shedding_actions": [], "mode": "core_full",
@@ -357,7 +361,7 @@ def fake_result(aa_first_arm_factor: float) -> dict:
         summaries[experiment], _ = _summaries(runs, experiment, [PRIMARY, "machine_cpu_s", "wall_s"], 500, 42)
         latency[experiment], _ = _summaries(runs, experiment, ["ttft_p95_ms", "e2e_p95_ms"], 500, 42)
     args = argparse.Namespace(resamples=500, seed=42, workload="lab", seconds=30.0)
-    return {"args": args, "runs": runs, "summaries": summaries, "latency": latency,
+    return {"args": args, "runs": runs, "summaries": summaries, "latency": latency, "primary": PRIMARY,
             "validity": control_validity(summaries["A/A"][PRIMARY]),
             "net": net_of_control([r["with"] / r["without"] for r in _cpu_pairs(runs, "slocap")],
                                   [r["with"] / r["without"] for r in _cpu_pairs(runs, "A/A")], resamples=500),
@@ -374,7 +378,8 @@ def test_render_of_a_biased_control_says_not_valid_and_gives_no_gate():
     text = render(res)
     assert text.splitlines()[0].startswith("NOT VALID: control biased: A/A median +3.")
     assert text.splitlines()[-1].startswith("NOT VALID: control biased")
-    assert "gates on the workload+tool CPU ratio (CI95 must lie below): no verdict: the run is NOT VALID" in text
+    assert ("gates on the workload+tool CPU / load gen. ratio (CI95 must lie below): no verdict: the run is NOT VALID"
+            in text)
 
 
 def test_render_of_a_good_control_gives_the_gate_and_the_tables():
@@ -382,7 +387,9 @@ def test_render_of_a_good_control_gives_the_gate_and_the_tables():
     assert res["validity"].valid
     text = render(res)
     assert "NOT VALID" not in text
-    assert "validity (workload+tool CPU, A/A median within ±0.5 % and CI95 holding 0): valid" in text
+    assert "validity (workload+tool CPU / load gen., A/A median within ±0.5 % and CI95 holding 0): valid" in text
+    # 60,000 switches x 750 ns = 45 ms of the load generator's 4 s
+    assert "load generator's own share of the scheduler hooks cancels out of the primary figure: about 1.12 %" in text
     assert "GA <= 3 %: fail" in text  # the made-up slocap arm is 4 % above
     assert "sched_switch (runqueue)" in text and "sched_switch (cpu_steal, ours only)" in text
     assert "ours, runqueue 650 ns; ours, runqueue + cpu_steal 750 ns; runqlat 800 ns; bpftrace 900 ns" in text
@@ -400,11 +407,11 @@ def test_acceptance_lines_judge_each_target():
     res = fake_result(aa_first_arm_factor=1.0)
     checks = {c.text.partition(":")[0]: c for c in acceptance(res)}
     assert checks["A/A control"].ok
-    assert not checks["slocap - A/A, workload+tool CPU"].ok  # the made-up slocap arm is 4 % above
+    assert not checks["slocap - A/A, workload+tool CPU / load gen."].ok  # the made-up slocap arm is 4 % above
     assert checks["TTFT p95 with / without slocap"].ok  # +1 %, inside +-2 %
     assert checks["scheduler hooks per context switch, runqueue + cpu_steal against runqlat"].ok  # 750 <= 800
     text = render(res)
-    assert "  FAIL  slocap - A/A, workload+tool CPU: +4." in text and "  ok    TTFT p95" in text
+    assert "  FAIL  slocap - A/A, workload+tool CPU / load gen.: +4." in text and "  ok    TTFT p95" in text
     biased = fake_result(aa_first_arm_factor=1.03)
     assert not any(c.ok for c in acceptance(biased)[:2])  # no overhead verdict from a biased run
 
