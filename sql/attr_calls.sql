@@ -11,7 +11,8 @@
 --          http_status (response status code, null when none came), error (span status error),
 --          server_address, peer_address, peer_port, client_address, client_port,
 --          connect_ms (ms, the slowest matched connect), connect_failures (matched connects
---          with errno <> 0), tls_ms (ms, handshake wall time), retransmits (matched)
+--          with errno <> 0), tls_start_ns (wall ns, when the handshake began), tls_ms (ms,
+--          handshake wall time), retransmits (matched)
 WITH calls AS (
     SELECT trace_id, span_id, name, start_ns, end_ns,
            duration_ns / 1e6 AS duration_ms,
@@ -35,6 +36,7 @@ per_call AS (
     SELECT trace_id, span_id,
            max(value_ns) FILTER (WHERE signal = 'connect') / 1e6 AS connect_ms,
            count(*) FILTER (WHERE signal = 'connect' AND coalesce(errno, 0) <> 0) AS connect_failures,
+           min(ts_ns - coalesce(value_ns, 0)) FILTER (WHERE signal = 'tls') AS tls_start_ns,
            (max(ts_ns) FILTER (WHERE signal = 'tls')
             - min(ts_ns - coalesce(value_ns, 0)) FILTER (WHERE signal = 'tls')) / 1e6 AS tls_ms,
            count(*) FILTER (WHERE signal = 'retransmit') AS retransmits
@@ -44,6 +46,7 @@ per_call AS (
 SELECT c.*,
        p.connect_ms,
        coalesce(p.connect_failures, 0) AS connect_failures,
+       p.tls_start_ns,
        p.tls_ms,
        coalesce(p.retransmits, 0) AS retransmits
 FROM calls c

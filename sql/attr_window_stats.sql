@@ -23,6 +23,10 @@
 --                          call's connect and handshake happen at its start), by response
 --                          status (errors: span status error, any cause)
 --   tls_p50_ms             median TLS handshake wall time of generation calls (attr_calls.tls_ms)
+--                          whose handshake overlapped no reclaim stall of the run's pods: a
+--                          handshake that waited on memory is evidence of memory, not of
+--                          the path (docs/attribution.md)
+--   tls_under_reclaim      generation calls of the window whose handshake overlapped one
 --   retrieval_calls, retrieval_ms_p50, retrieval_dns_p50_ms, retrieval_connect_p50_ms,
 --   retrieval_tls_p50_ms, retrieval_server_p50_ms   the other (RAG retrieval) calls that
 --                          started in the window: whole call, the lookup of their host (its own
@@ -98,14 +102,27 @@ reclaim_w AS (
                                AND e.ts_ns >= w.lo_ns AND e.ts_ns < w.hi_ns
     GROUP BY w.window_no
 ),
+stalls AS (
+    SELECT ts_ns - value_ns AS lo_ns, ts_ns AS hi_ns
+    FROM kernel_events WHERE signal = 'mem_reclaim' AND pod IS NOT NULL
+),
+gen_calls AS (
+    SELECT c.*,
+           c.tls_ms IS NOT NULL AND EXISTS (
+               SELECT 1 FROM stalls s
+               WHERE s.lo_ns < c.tls_start_ns + round(c.tls_ms * 1e6) AND s.hi_ns > c.tls_start_ns
+           ) AS under_reclaim
+    FROM attr_calls c WHERE c.generation
+),
 gen_w AS (
     SELECT w.window_no,
            count(*) AS gen_calls,
            count(*) FILTER (WHERE c.http_status = 429) AS gen_429,
            count(*) FILTER (WHERE c.http_status >= 500) AS gen_5xx,
            count(*) FILTER (WHERE c.error) AS gen_errors,
-           quantile_cont(c.tls_ms, 0.5) AS tls_p50_ms
-    FROM w JOIN attr_calls c ON c.generation AND c.start_ns >= w.lo_ns AND c.start_ns < w.hi_ns
+           quantile_cont(c.tls_ms, 0.5) FILTER (WHERE NOT c.under_reclaim) AS tls_p50_ms,
+           count(*) FILTER (WHERE c.under_reclaim) AS tls_under_reclaim
+    FROM w JOIN gen_calls c ON c.start_ns >= w.lo_ns AND c.start_ns < w.hi_ns
     GROUP BY w.window_no
 ),
 retrieval_w AS (
@@ -135,7 +152,7 @@ SELECT w.window_no, w.window_s,
        coalesce(reclaim_w.reclaim_ms, 0) AS reclaim_ms, coalesce(reclaim_w.reclaims, 0) AS reclaims,
        coalesce(gen_w.gen_calls, 0) AS gen_calls, coalesce(gen_w.gen_429, 0) AS gen_429,
        coalesce(gen_w.gen_5xx, 0) AS gen_5xx, coalesce(gen_w.gen_errors, 0) AS gen_errors,
-       gen_w.tls_p50_ms,
+       gen_w.tls_p50_ms, coalesce(gen_w.tls_under_reclaim, 0) AS tls_under_reclaim,
        coalesce(retrieval_w.retrieval_calls, 0) AS retrieval_calls, retrieval_w.retrieval_ms_p50,
        dns_w.retrieval_dns_p50_ms, retrieval_w.retrieval_connect_p50_ms,
        retrieval_w.retrieval_tls_p50_ms, retrieval_w.retrieval_server_p50_ms,

@@ -212,3 +212,36 @@ def test_the_shipped_model_carries_its_provenance():
     assert len(t["git_sha"]) == 40
     assert {"precision", "recall", "f1", "test_runs", "exploratory"} <= set(t["score"])
     assert shipped != Model.prior()
+
+
+def test_a_handshake_that_waited_on_reclaim_is_not_evidence_of_the_path():
+    """sql/attr_window_stats.sql: the TLS median of a window leaves out the generation calls
+    whose handshake overlapped a reclaim stall of a lab pod, and counts them apart."""
+    import duckdb
+    import pyarrow as pa
+
+    from runfmt import queries
+    from runfmt.schema import KERNEL_EVENTS, KERNEL_HIST
+
+    ms = 1_000_000
+    con = duckdb.connect()
+    con.from_arrow(pa.table({"window_no": [0, 1], "lo_ns": [0, 0], "hi_ns": [10, 1000 * ms]})).create_view(
+        "attr_windows")
+    con.from_arrow(pa.table({"pod": pa.array(["gateway-1"], pa.string())})).create_view("attr_pods")
+    con.from_arrow(pa.table({"done_ns": pa.array([], pa.int64()), "attempts": pa.array([], pa.float64())})
+                   ).create_view("attr_requests")
+    # three handshakes at 100, 300 and 500 ms: 2 ms, 900 ms, 3 ms; a 50 ms stall at 320 ms
+    con.from_arrow(pa.table({
+        "start_ns": [100 * ms, 300 * ms, 500 * ms], "generation": [True] * 3,
+        "tls_start_ns": [100 * ms, 300 * ms, 500 * ms], "tls_ms": [2.0, 900.0, 3.0],
+        "http_status": [200] * 3, "error": [False] * 3, "duration_ms": [50.0] * 3,
+        "connect_ms": pa.array([None] * 3, pa.float64()), "server_address": ["backend.lab"] * 3,
+        "peer_address": ["10.0.0.2"] * 3, "peer_port": [8443] * 3})).create_view("attr_calls")
+    stall = {f.name: [None] for f in KERNEL_EVENTS}
+    stall.update(ts_ns=[370 * ms], signal=["mem_reclaim"], value_ns=[50 * ms], pod=["backend-1"])
+    con.from_arrow(pa.table(stall, schema=KERNEL_EVENTS)).create_view("kernel_events")
+    con.from_arrow(KERNEL_HIST.empty_table()).create_view("kernel_hist")
+    row = {r["window_no"]: r for r in queries.run(con, "attr_window_stats").to_pylist()}[1]
+    assert row["gen_calls"] == 3 and row["tls_under_reclaim"] == 1
+    assert row["tls_p50_ms"] == pytest.approx(2.5)  # the median of 2 and 3 ms: the 900 ms one left out
+    assert row["reclaims"] == 1
