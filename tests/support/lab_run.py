@@ -114,3 +114,16 @@ def make_run(root: Path, run_id: str, *, scenario: str = "dns_latency", fault: s
         "capability": {"mode": "core_full",
                        "signals": {s: {"attached": s in signals, "enabled": True} for s in SIGNALS}}},
         **tables)
+
+
+def paged_late(run) -> str | None:
+    """None when a fault run (analyze.slo.RunSlo) pages in the window its fault was injected
+    in or the next one; else what happened, for the assertion message."""
+    import pyarrow.parquet as pq
+
+    injected_ns = min(pq.read_table(run.info.run_dir / "labels.parquet").column("start_ns").to_pylist())
+    injected_in = next(w.index for w in run.windows if w.start_ns <= injected_ns < w.end_ns)
+    first = next((w.index for w in run.windows if w.paging), None)
+    if first is not None and first <= injected_in + 1:
+        return None
+    return f"{run.info.scenario} {run.info.run_id}: injected in window {injected_in}, first page {first}"
