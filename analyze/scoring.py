@@ -21,6 +21,10 @@ domains whose fault window overlaps it (empty: `none`); the prediction is the se
   * confusion matrix of the top prediction: rows = the truth (domains joined by '+', or
     none), columns = predicted domain or unknown.
   * abstain rate: windows predicted unknown / windows; also on fault and on none windows.
+    These count paging windows, the ones `sloan attribute` explains. abstain_rate_quiet
+    counts every window without a fault, paging or not: would the model blame a domain
+    where nothing was injected. In the lab the only no-fault windows that page are those
+    right after a fault cleared, whose requests were in flight during it.
   * detection delay, per faulted test run: fault start -> end of the first violating window
     that overlaps the fault and blames a true domain; median over detected runs.
   * fault windows that did not page are counted (`unpaged_fault_windows`): the SLO never

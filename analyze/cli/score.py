@@ -108,7 +108,9 @@ def _show_score(out, result, seed: int) -> None:
         out.table(k)
     if result.baseline:
         b = result.baseline
-        out.line(f"baseline ({b['model']}): precision {b['precision']}, recall {b['recall']}, F1 {b['f1']}")
+        out.line(f"baseline ({b['model']}): precision {b['precision']}, recall {b['recall']}, F1 {b['f1']}; "
+                 f"abstain on no-fault windows {b['abstain_rate_none']}, on every no-fault window "
+                 f"{b['abstain_rate_quiet']}")
     if result.by_intensity:
         g = Grid("recall per fault setting (test runs)",
                  ["setting", "runs", "paged fault windows", "unpaged fault windows", "hits", "misses", "recall"],
