@@ -91,13 +91,11 @@ Variance, and the defaults. Besides the metric: 30 s of load per window (the
 window runs ~7 s longer: the last answers stream), the load generator's
 start-up outside the window, 20 pairs per experiment, the pairs of all
 experiments interleaved in one shuffled order with both arm orders, a
-warm-up run of each kind discarded, 1 s of quiet before each window. On a
-machine without other tenants the A/A CI95 of the primary metric is expected
-within ±1 % with these (not verified on the shared dev VM, where other
-tenants' load changes the workload's own CPU by a few % from run to run);
-each run prints the resolution it got and, when short of ±1 %, about how
-many pairs its A/A spread would need (pairs_needed). A full run takes about
-1.5 hours.
+warm-up run of each kind discarded, 1 s of quiet before each window. With
+14 pairs the lab's A/A CI95 was [-0.39, +0.26] % on this 2-vCPU VM (README,
+"Overhead benchmark"); each run prints the resolution it got and, when short
+of ±1 %, about how many pairs its A/A spread would need (pairs_needed). A
+full run takes about 1.5 hours.
 
 Validity. The A/A control must show the method is unbiased: for the primary
 metric its median must lie within ±0.5 % and its CI95 must hold 0. Otherwise
