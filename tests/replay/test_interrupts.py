@@ -18,11 +18,17 @@ SLOCAP = str(Path(sys.executable).parent / "slocap")
 
 def _start(tmp_path: Path, index: int) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / "runs"
-    # started with SIGINT ignored, as a background job of a script is: Ctrl-C must still work
-    proc = subprocess.Popen([SLOCAP, "lab", "run", "--scenario", "dns_latency", "--tag", "ci", "--profile", "smoke",
-                             "--out", str(out), "--lab-index", str(index)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    # started with SIGINT ignored, as a background job of a script is: Ctrl-C must still work.
+    # The child inherits the ignored SIGINT from here. No preexec_fn: with one, Python forks
+    # this process (gRPC loaded by earlier tests) instead of spawning, and gRPC's fork
+    # handler restarting its poller in the child could abort it before exec (epoll EBADF).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = subprocess.Popen([SLOCAP, "lab", "run", "--scenario", "dns_latency", "--tag", "ci", "--profile",
+                                 "smoke", "--out", str(out), "--lab-index", str(index)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 60
     while not list(out.glob("tag=ci/scenario=dns_latency/run=*/requests")):
         assert proc.poll() is None, proc.stderr.read()
