@@ -423,6 +423,8 @@ def evaluate_con(con, info: RunInfo, config: Mapping, budget: float | None = Non
                         "SLOs are measured on requests/*.parquet, which the load generator writes; "
                         "leave that run out")
     cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+    # nulls would make it float (NaN), which cannot hold a wall-clock ns exactly: -1 = never sent
+    cols["sent_ns"] = table.column("sent_ns").fill_null(-1).to_numpy()
     for sli in SLIS:
         cols[sli] = np.array([np.nan if v is None else v for v in cols[sli]], dtype=float)
         cols[f"{sli}_status"] = thresholds[sli].statuses(cols[sli])
@@ -444,7 +446,7 @@ def ttft_observed_ns(cols: Mapping[str, np.ndarray], breach_ms: float) -> np.nda
     (the breach is certain then). A stalled connect or a hung backend so burns while the
     requests wait, not only once (or if ever) a first token arrives."""
     first = cols["first_token_ns"].astype(np.int64)
-    sent = np.array([-1 if v is None else v for v in cols["sent_ns"]], dtype=np.int64)
+    sent = np.asarray(cols["sent_ns"], dtype=np.int64)  # -1: never sent
     certain = sent + np.int64(round(breach_ms * 1e6))
     late = (sent >= 0) & (cols["ttft_ms_status"] == "breach") & (certain < first)
     return np.where(late, certain, first)

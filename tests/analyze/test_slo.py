@@ -119,8 +119,8 @@ def test_a_window_without_measured_requests_burns_zero():
 def test_a_ttft_breach_counts_once_it_is_certain():
     # sent at 0 s: a first token after 0.3 s (ok), after 5 s (breach: known at 1 s), none
     # yet counted as a breach at 1 s only when the request is ok and its TTFT breached;
-    # a request never sent has no certain moment and keeps its first-token time
-    sent = [T0, T0, T0 + 2 * S, None]
+    # a request never sent (-1) has no certain moment and keeps its first-token time
+    sent = [T0, T0, T0 + 2 * S, -1]
     first = np.array([T0 + S * 3 // 10, T0 + 5 * S, T0 + 2 * S + S // 2, T0 + 9 * S], np.int64)
     cols = {"sent_ns": np.array(sent, dtype=object), "first_token_ns": first,
             "ttft_ms_status": np.array(["ok", "breach", "warning", None], dtype=object)}
@@ -233,3 +233,22 @@ def test_every_committed_fault_run_pages_within_one_window_of_injection():
     assert runs
     late = [msg for run in runs if (msg := paged_late(run))]
     assert not late, "; ".join(late)
+
+
+def test_a_request_never_sent_is_an_error_and_breaks_nothing(tmp_path):
+    """A request the client dropped has no sent_ns (null): it counts as an error, and the
+    TTFT timing of the others is unchanged."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run_dir = make_run(tmp_path, "dns-1")
+    part = next((run_dir / "requests").glob("*.parquet"))
+    t = pq.read_table(part)
+    sent, status = t.column("sent_ns").to_pylist(), t.column("status").to_pylist()
+    sent[0], status[0] = None, "dropped_by_client"
+    t = t.set_column(t.schema.get_field_index("sent_ns"), "sent_ns", pa.array(sent, pa.int64()))
+    t = t.set_column(t.schema.get_field_index("status"), "status", pa.array(status, pa.string()))
+    pq.write_table(t, part)
+    run = evaluate_run(run_dir, load_config())
+    assert run.summary()["error_rate"]["breach"] == 1
+    assert [(round((w.start_ns - T0) / S), sorted(w.paging)) for w in run.violating][0] == (12, ["ttft_ms"])
