@@ -564,16 +564,26 @@ def correlation_summary(per_run: Mapping[str, Mapping[str, CorrelationCounts]], 
     return out
 
 
-def _run_score(ev: RunEvidence, model: Model) -> RunScore:
-    """The run's paging windows scored; every window attributed for the quiet-window count."""
+def _scored(ev: RunEvidence, verdicts) -> RunScore:
+    """A run's score from a verdict on every window, (SloWindow, predicted, blamed) in
+    window order: its paging windows scored, the fault windows that did not page and the
+    no-fault windows (paging or not) counted."""
     labels = ev.extra["labels"]
-    every = [(wa, window_truth(labels, wa.window.start_ns, wa.window.end_ns))
-             for wa in attribute_evidence(ev, model, all_windows=True).windows]
-    windows = [ScoredWindow(wa.window.index, wa.window.start_ns, wa.window.end_ns, truth, wa.predicted, wa.blamed)
-               for wa, truth in every if wa.window.violating]
-    unpaged = sum(1 for wa, truth in every if truth and not wa.window.violating)
-    quiet = [wa.predicted == UNKNOWN for wa, truth in every if not truth]
+    windows, unpaged, quiet = [], 0, []
+    for w, predicted, blamed in verdicts:
+        truth = window_truth(labels, w.start_ns, w.end_ns)
+        if w.violating:
+            windows.append(ScoredWindow(w.index, w.start_ns, w.end_ns, truth, predicted, blamed))
+        elif truth:
+            unpaged += 1
+        if not truth:
+            quiet.append(predicted == UNKNOWN)
     return RunScore(ev.info.run_id, ev.info.scenario, labels, windows, unpaged, len(quiet), sum(quiet))
+
+
+def _run_score(ev: RunEvidence, model: Model) -> RunScore:
+    return _scored(ev, [(wa.window, wa.predicted, wa.blamed)
+                        for wa in attribute_evidence(ev, model, all_windows=True).windows])
 
 
 BASELINE = "scikit-learn LogisticRegression, one per domain over all feature shifts, L2, C=1"
@@ -590,23 +600,14 @@ def baseline_runs(train: Sequence[RunEvidence], test: Sequence[RunEvidence]) -> 
     Y = indicators(truth) if rows else np.zeros((0, len(DOMAINS)), int)
     models = {d: LogisticRegression(C=1.0, max_iter=1000).fit(X, Y[:, i])
               for i, d in enumerate(DOMAINS) if 0 < Y[:, i].sum() < len(Y)}
-    scored = []
-    for ev in test:
-        labels, windows, quiet = ev.extra["labels"], [], []
-        for w, x in ev.shift_rows():
-            row = np.array([[x[f] for f in FEATURE_NAMES]])
-            post = {d: float(m.predict_proba(row)[0, 1]) for d, m in models.items()}
-            blamed = frozenset(d for d, p in post.items() if p >= ABSTAIN_BELOW)
-            top = max(post, key=post.get, default=UNKNOWN)
-            predicted = top if top in blamed else UNKNOWN
-            truth = window_truth(labels, w.start_ns, w.end_ns)
-            if not truth:
-                quiet.append(predicted == UNKNOWN)
-            if w.violating:
-                windows.append(ScoredWindow(w.index, w.start_ns, w.end_ns, truth, predicted, blamed))
-        unpaged = sum(1 for w in ev.slo.windows if not w.violating and window_truth(labels, w.start_ns, w.end_ns))
-        scored.append(RunScore(ev.info.run_id, ev.info.scenario, labels, windows, unpaged, len(quiet), sum(quiet)))
-    return scored
+    def verdict(w, x):
+        row = np.array([[x[f] for f in FEATURE_NAMES]])
+        post = {d: float(m.predict_proba(row)[0, 1]) for d, m in models.items()}
+        blamed = frozenset(d for d, p in post.items() if p >= ABSTAIN_BELOW)
+        top = max(post, key=post.get, default=UNKNOWN)
+        return w, (top if top in blamed else UNKNOWN), blamed
+
+    return [_scored(ev, [verdict(w, x) for w, x in ev.shift_rows()]) for ev in test]
 
 
 def training_rows(evidence: Sequence[RunEvidence]) -> tuple[list[dict[str, float]], list[frozenset[str]]]:

@@ -190,6 +190,8 @@ def primary_metric(workload: str) -> str:
     """The lab's figure is normalised by its load generator's CPU; the synthetic workload
     is all load generator, so it keeps the plain CPU figure."""
     return "own_per_load" if workload == "lab" else "own_cpu_s"
+
+
 LATENCY = (("ttft_p95_ms", "TTFT p95"), ("e2e_p95_ms", "E2E p95"))
 
 # the load generator, started and imported before the window opens: it says "ready" and
