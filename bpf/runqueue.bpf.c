@@ -1,14 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
-/* runqueue: sched_wakeup, sched_wakeup_new, sched_switch; tp_btf with the
- * wakeup time in task-local storage, raw_tp with a per-thread hash instead */
+/* runqueue: sched_switch only, reading the waits the kernel sums per task;
+ * tp_btf with task-local storage, raw_tp with a per-thread hash instead */
 #include "steal.bpf.h"
 #include "runqueue.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 KEEP_BTF(struct runqueue_event, event);
-
-#define TASK_RUNNING 0
 
 const volatile __u64 min_delay_ns = 10000000ULL;
 
@@ -30,19 +28,30 @@ static __always_inline void ride_steal(__u64 steal, struct task_struct *prev, bo
 		     btf ? prev->cgroups->dfl_cgrp->kn->id : task_cgroup_id(prev));
 }
 
+/* The kernel keeps what this signal needs (CONFIG_SCHED_INFO): when a task was
+ * queued (sched_info.last_queued, on the rq clock, set at wakeup and again when
+ * it is preempted while runnable) and the sum of its waits (sched_info.run_delay).
+ * sched_switch fires before the kernel adds the wait that is ending, so that
+ * wait is run_delay + (rq clock - last_queued) minus the sum at the task's last
+ * switch-in. No wakeup hook is needed: one program per context switch instead
+ * of three hooks (README, "Overhead benchmark"). A task moved to another CPU
+ * while it waits keeps its whole wait, as run_delay gets both parts.
+ * Per task we keep that sum + 1 (0: not seen yet). A task first seen after it
+ * ran before the recording gives no delay until its next wait. */
+
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, __u64);
-} wakeup_ts SEC(".maps");
+} seen_delay SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 32768);
 	__type(key, __u32);
 	__type(value, __u64);
-} wakeup_by_tid SEC(".maps");
+} seen_delay_by_tid SEC(".maps");
 
 /* tgid and cgroup id of `next` come from the caller: tp_btf reads them
  * directly, raw_tp through probe reads */
@@ -69,6 +78,26 @@ static __always_inline void record_delay(struct task_struct *next, struct task_s
 	submit_event(e);
 }
 
+/* the task's waits summed up to now, the one ending included */
+static __always_inline __u64 waited_total(__u64 run_delay, __u64 last_queued, __u64 rq_clock)
+{
+	return last_queued && rq_clock > last_queued ? run_delay + (rq_clock - last_queued) : run_delay;
+}
+
+/* the wait that ends now, from the stored sum (updated); false when there is none
+ * to give: a task first seen after it ran before the recording */
+static __always_inline bool wait_ended(__u64 *stored, __u64 total, __u64 pcount, __u64 *delay)
+{
+	bool known = *stored || !pcount;   /* never ran before: its first wait starts at 0 */
+	__u64 before = *stored ? *stored - 1 : 0;
+
+	*stored = total + 1;
+	if (!known || total < before)
+		return false;
+	*delay = total - before;
+	return true;
+}
+
 /* -- tp_btf: task-local storage -------------------------------------- */
 
 /* task_in_target() with direct loads where BTF allows them (cheaper than
@@ -87,106 +116,54 @@ static __always_inline bool task_in_target_btf(struct task_struct *p)
 	return BPF_CORE_READ(ancestor, kn, id) == target_cgroup_id;
 }
 
-static __always_inline void mark_btf(struct task_struct *p)
-{
-	__u64 *ts;
-
-	/* with --cgroup, other tasks get no storage: their switches end at the lookup */
-	if (!task_in_target_btf(p))
-		return;
-	ts = bpf_task_storage_get(&wakeup_ts, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (ts)
-		*ts = bpf_ktime_get_ns();
-}
-
-SEC("tp_btf/sched_wakeup")
-int BPF_PROG(sched_wakeup, struct task_struct *p)
-{
-	count_run();
-	mark_btf(p);
-	return 0;
-}
-
-SEC("tp_btf/sched_wakeup_new")
-int BPF_PROG(sched_wakeup_new, struct task_struct *p)
-{
-	count_run();
-	mark_btf(p);
-	return 0;
-}
-
 SEC("tp_btf/sched_switch")
 int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
 	count_run();
-	__u64 now = bpf_ktime_get_ns();
-	__u64 *ts;
+	struct cfs_rq *cfs = next->se.cfs_rq;   /* this CPU's: next is about to run here */
+	__u64 *stored, delay;
 
 	if (steal_on)
 		ride_steal(steal_clock_btf(prev, next), prev, true);
-	/* preempted while runnable: it waits again from now */
-	if (prev->__state == TASK_RUNNING && prev->pid)
-		mark_btf(prev);
-	if (!next->pid)
+	/* with --cgroup, other tasks get no storage: their switches end here */
+	if (!next->pid || !cfs || !task_in_target_btf(next))
 		return 0;
-	ts = bpf_task_storage_get(&wakeup_ts, next, 0, 0);
-	if (!ts || !*ts)
+	stored = bpf_task_storage_get(&seen_delay, next, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!stored)
 		return 0;
-	record_delay(next, prev, now, now - *ts, next->tgid, next->cgroups->dfl_cgrp->kn->id);
-	*ts = 0;
+	if (wait_ended(stored, waited_total(next->sched_info.run_delay, next->sched_info.last_queued,
+					    cfs->rq->clock), next->sched_info.pcount, &delay))
+		record_delay(next, prev, bpf_ktime_get_ns(), delay, next->tgid, next->cgroups->dfl_cgrp->kn->id);
 	return 0;
 }
 
-/* -- raw_tp: per-thread hash ----------------------------------------- */
-/* The tp_btf programs' steps again, with a hash instead of task storage and
- * probe reads: kernels that refuse tp_btf load these, and autoload switches
+/* -- raw_tp: per-thread LRU hash ------------------------------------- */
+/* The tp_btf program's steps again, with a hash instead of task storage and
+ * probe reads: kernels that refuse tp_btf load this one, and autoload switches
  * one variant off, so the repetition is the price of one object for both. */
-
-static __always_inline void mark_raw(struct task_struct *p)
-{
-	__u32 tid = BPF_CORE_READ(p, pid);
-	__u64 now;
-
-	if (!task_in_target(p))
-		return;
-	now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&wakeup_by_tid, &tid, &now, BPF_ANY);
-}
-
-SEC("raw_tp/sched_wakeup")
-int BPF_PROG(sched_wakeup_raw, struct task_struct *p)
-{
-	count_run();
-	mark_raw(p);
-	return 0;
-}
-
-SEC("raw_tp/sched_wakeup_new")
-int BPF_PROG(sched_wakeup_new_raw, struct task_struct *p)
-{
-	count_run();
-	mark_raw(p);
-	return 0;
-}
 
 SEC("raw_tp/sched_switch")
 int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
 	count_run();
-	__u64 now = bpf_ktime_get_ns();
+	struct cfs_rq *cfs = BPF_CORE_READ(next, se.cfs_rq);
 	__u32 tid = BPF_CORE_READ(next, pid);
-	__u64 *ts;
+	__u64 zero = 0, *stored, delay, total;
 
 	if (steal_on)
 		ride_steal(steal_clock_raw(prev, next), prev, false);
-	if (BPF_CORE_READ(prev, __state) == TASK_RUNNING && BPF_CORE_READ(prev, pid))
-		mark_raw(prev);
-	if (!tid)
+	if (!tid || !cfs || !task_in_target(next))
 		return 0;
-	ts = bpf_map_lookup_elem(&wakeup_by_tid, &tid);
-	if (!ts)
-		return 0;
-	record_delay(next, prev, now, now - *ts, BPF_CORE_READ(next, tgid), task_cgroup_id(next));
-	bpf_map_delete_elem(&wakeup_by_tid, &tid);
+	stored = bpf_map_lookup_elem(&seen_delay_by_tid, &tid);
+	if (!stored) {
+		bpf_map_update_elem(&seen_delay_by_tid, &tid, &zero, BPF_NOEXIST);
+		stored = bpf_map_lookup_elem(&seen_delay_by_tid, &tid);
+		if (!stored)
+			return 0;
+	}
+	total = waited_total(BPF_CORE_READ(next, sched_info.run_delay), BPF_CORE_READ(next, sched_info.last_queued),
+			     BPF_CORE_READ(cfs, rq, clock));
+	if (wait_ended(stored, total, BPF_CORE_READ(next, sched_info.pcount), &delay))
+		record_delay(next, prev, bpf_ktime_get_ns(), delay, BPF_CORE_READ(next, tgid), task_cgroup_id(next));
 	return 0;
 }

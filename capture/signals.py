@@ -177,8 +177,7 @@ SIGNALS: dict[str, Signal] = {
         Signal(
             name="runqueue",
             struct="runqueue_event",
-            hooks=_btf_hooks(("sched_wakeup", "sched_wakeup"), ("sched_wakeup_new", "sched_wakeup_new"),
-                             ("sched_switch", "sched_switch")),
+            hooks=_btf_hooks(("sched_switch", "sched_switch")),
             to_columns=_runqueue_columns,
             settings=lambda c: {**_slice_settings(c), "min_delay_ns": c["runqueue_min_delay_ns"]},
             hist=True,

@@ -235,7 +235,7 @@ def test_read_resources_reads_every_part_in_time_order(tmp_path):
 
 
 @pytest.mark.parametrize("maps, obj", [
-    (["runqueue.rodata", "wakeup_ts"], "runqueue"),
+    (["runqueue.rodata", "seen_delay"], "runqueue"),
     (["last_steal", "cpu_stea.rodata", "hists", "cpu_stea.bss"], "cpu_steal"),
     (["mem_recl.rodata", "target_cgroup", "starts"], "mem_reclaim"),
     ([".data.tune", "retransm.bss", "retransm.rodata", "events"], "retransmit"),

@@ -216,6 +216,37 @@ def test_cpu_hogs_in_one_cgroup_wait_longer_than_an_idle_control(recording, vari
     assert any(r["cgroup_id"] == busy_id and r["value_ns"] >= 5_000_000 for r in rec.rows("runqueue"))
 
 
+# a hog that prints the kernel's sum of its run-queue waits (/proc/self/schedstat, 2nd field) last
+HOG_TELLING_ITS_WAITS = HOG + "print(open('/proc/self/schedstat').read().split()[1], flush=True)\n"
+
+
+@pytest.mark.parametrize("variant", ["tp_btf", "raw_tp"])
+def test_runqueue_waits_add_up_to_the_kernels_own_sum_per_process(recording, variant):
+    """One program on sched_switch gives each wait that ends: over a process's life the
+    recorded waits sum to what the kernel itself summed for it (every wait, none twice,
+    the first from its fork), up to a wait after the child read its sum."""
+    busy = _cgroup("slo-test-waits")
+    procs = []
+    try:
+        with recording(["runqueue"], variant=variant, hist_slice_ms=500) as rec:
+            procs = [subprocess.Popen(["python3", "-c", f"open('{busy}/cgroup.procs','w').write('0')\n"
+                                       + HOG_TELLING_ITS_WAITS.format(s=2)], stdout=subprocess.PIPE, text=True)
+                     for _ in range(4)]
+            told = {p.pid: int(p.communicate(timeout=30)[0]) for p in procs}
+    finally:
+        for p in procs:
+            p.kill()
+        busy.rmdir()
+    import duckdb
+
+    ours = dict(duckdb.sql(f"""
+        SELECT pid, sum(sum_ns) FROM read_parquet('{rec.run_dir}/kernel_hist/*.parquet')
+        WHERE signal = 'runqueue' AND kind = 'pid' GROUP BY pid""").fetchall())
+    for pid, kernel_sum in told.items():
+        assert kernel_sum > 100_000_000, f"4 hogs on 2 CPUs wait: {told}"  # the test means something
+        assert kernel_sum <= ours.get(pid, 0) <= kernel_sum + 50_000_000, (pid, kernel_sum, ours.get(pid))
+
+
 @pytest.mark.parametrize("variant", ["tp_btf", "raw_tp"])
 @pytest.mark.parametrize("signals", [["cpu_steal"], ["runqueue", "cpu_steal"]], ids=["alone", "riding"])
 def test_cpu_steal_rows_are_consistent_with_proc_stat(recording, variant, signals):
