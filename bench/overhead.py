@@ -888,11 +888,9 @@ class SpanSink:
 
 
 class Slocap:
-    label = "slocap record, 7 signals"
-
     def __init__(self, children: Children, exe: str, scratch: Path, extra: Sequence[str] = (),
-                 preexec=None, sink: SpanSink | None = None) -> None:
-        self.children, self.exe, self.scratch = children, exe, scratch
+                 preexec=None, sink: SpanSink | None = None, signals: str = ALL_SIGNALS) -> None:
+        self.children, self.exe, self.scratch, self.signals = children, exe, scratch, signals
         self.extra = list(extra)  # e.g. the lab's pods file, cgroup filter and OTLP config
         self.preexec = preexec
         self.sink = sink  # gives the recorder its OTLP address while it runs
@@ -905,7 +903,7 @@ class Slocap:
         self.out = Path(tempfile.mkdtemp(prefix="rec-", dir=self.scratch))
         self.log = open(self.out / "slocap.log", "w")
         self.proc = self.children.start([self.exe, "record", "--out", str(self.out / "runs"),
-                                         "--signals", ALL_SIGNALS, *self.extra], gentle=True,
+                                         "--signals", self.signals, *self.extra], gentle=True,
                                         stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
                                         preexec_fn=self.preexec)
         pattern = str(self.out / "runs" / "tag=*" / "scenario=*" / "run=*" / "manifest.json")
@@ -1192,8 +1190,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-bpf-stats", action="store_true",
                     help="leave kernel.bpf_stats_enabled as it is (then: no BPF run time in the direct figure "
                          "and no ns per run, unless it is on already)")
+    ap.add_argument("--signals", default=ALL_SIGNALS, metavar="LIST",
+                    help="signals slocap records, comma-separated (default: all 7). A subset itemises the "
+                         "paired cost, e.g. --signals runqueue,cpu_steal against the rest")
     ap.add_argument("--json", type=Path, metavar="FILE", help="write per-run, per-pair data and summaries")
     a = ap.parse_args(argv)
+    unknown = sorted(set(a.signals.split(",")) - set(SIGNAL_NAMES))
+    if unknown:
+        ap.error(f"--signals: unknown {', '.join(unknown)}; known: {ALL_SIGNALS}")
     a.pairs = a.pairs if a.pairs is not None else (3 if a.quick else 20)
     a.aa_pairs = a.aa_pairs if a.aa_pairs is not None else a.pairs
     a.peer_pairs = a.peer_pairs if a.peer_pairs is not None else a.pairs
@@ -1315,7 +1319,7 @@ def benchmark(a: argparse.Namespace, children: Children, scratch: Path, stats: B
 
     in_tool_cgroup = cgroups.joiner("tool")
     tools: dict = {"slocap": Slocap(children, slocap_exe, scratch, recorder_args, preexec=in_tool_cgroup,
-                                    sink=a._sink)}
+                                    sink=a._sink, signals=a.signals)}
     if peer_exe:
         tools["runqlat"] = Runqlat(children, peer_exe, scratch, preexec=in_tool_cgroup)
     pairs = {name: a.peer_pairs if name == "runqlat" else a.pairs for name in tools}
@@ -1483,10 +1487,15 @@ def _hook_table(hooks: Mapping[str, Mapping], stats_on: bool) -> list[str]:
     return lines
 
 
+def slocap_label(signals: str) -> str:
+    names = signals.split(",")
+    return f"slocap ({len(names)} signals)" if set(names) == set(SIGNAL_NAMES) else f"slocap ({signals})"
+
+
 def render(res: dict) -> str:
     a, runs, summaries = res["args"], res["runs"], res["summaries"]
     primary = res["primary"]
-    labels = {"slocap": "slocap (7 signals)", "runqlat": "runqlat (peer)", "A/A": "A/A control"}
+    labels = {"slocap": slocap_label(a.signals), "runqlat": "runqlat (peer)", "A/A": "A/A control"}
     validity: Validity = res["validity"]
     base = [r for r in runs if r["arm"] == "without"]
     rec = [r["tool"] for r in runs if r["experiment"] == "slocap" and r["arm"] == "with"]
@@ -1695,7 +1704,7 @@ def to_json(res: dict) -> dict:
         "settings": {"workload": a.workload, "seconds": a.seconds if a.workload == "lab" else None,
                      "pairs": a.pairs, "aa_pairs": a.aa_pairs, "peer_pairs": a.peer_pairs, "seed": a.seed, "ops": a.ops,
                      "threads": a.threads, "dns": a.dns, "settle_s": a.settle, "resamples": a.resamples,
-                     "signals": ALL_SIGNALS, "quick": a.quick, "bpftrace_runs": a.bpftrace_runs,
+                     "signals": a.signals, "quick": a.quick, "bpftrace_runs": a.bpftrace_runs,
                      "bpf_stats": not a.no_bpf_stats},
         "primary_metric": primary,
         "validity": {"valid": v.valid, "headline": v.headline, "reason": v.reason, "metric": primary,

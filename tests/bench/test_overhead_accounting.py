@@ -360,7 +360,7 @@ def fake_result(aa_first_arm_factor: float) -> dict:
     for experiment in ("slocap", "A/A"):
         summaries[experiment], _ = _summaries(runs, experiment, [PRIMARY, "machine_cpu_s", "wall_s"], 500, 42)
         latency[experiment], _ = _summaries(runs, experiment, ["ttft_p95_ms", "e2e_p95_ms"], 500, 42)
-    args = argparse.Namespace(resamples=500, seed=42, workload="lab", seconds=30.0)
+    args = argparse.Namespace(resamples=500, seed=42, workload="lab", seconds=30.0, signals=overhead.ALL_SIGNALS)
     return {"args": args, "runs": runs, "summaries": summaries, "latency": latency, "primary": PRIMARY,
             "validity": control_validity(summaries["A/A"][PRIMARY]),
             "net": net_of_control([r["with"] / r["without"] for r in _cpu_pairs(runs, "slocap")],
