@@ -216,6 +216,7 @@ class BccSignal:
                  settings: dict[str, int] | None = None, libc: str = LIBC) -> None:
         self.signal = signal
         self.hist = None  # neither signal keeps histograms
+        self._fdinfo: dict[int, int] = {}  # run_stats: program fd -> its open fdinfo
         probe = BCC_SIGNALS.get(signal.name)
         if probe is None:
             raise CaptureError(f"signal {signal.name!r} has no BCC variant",
@@ -323,6 +324,9 @@ class BccSignal:
     def close(self) -> None:
         if self.obj.bpf is None:
             return
+        for fd in self._fdinfo.values():
+            os.close(fd)
+        self._fdinfo.clear()
         self.obj.detach()  # stop new events before the ring goes away
         self.reader.close()
         self.obj.close()

@@ -320,7 +320,7 @@ class OtlpReceiver:
         self._accepting = self._sink_open = True
         self._grpc.start()
         self._http_thread = threading.Thread(
-            target=self._http.serve_forever, kwargs={"poll_interval": 0.1}, name="otlp-http", daemon=True
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.5}, name="otlp-http", daemon=True
         )
         self._http_thread.start()
 

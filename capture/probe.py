@@ -70,6 +70,7 @@ class LoadedSignal:
     def _load(self, ring_bytes: int, wakeup_bytes: int, settings: dict[str, int], use_fallback: bool) -> None:
         self.use_fallback = use_fallback
         self.hooks: list[str] = []
+        self._fdinfo: dict[int, int] = {}  # program fd -> its open /proc/self/fdinfo (run_stats)
         self.obj = BpfObject(self.signal.object_path)
         try:
             for name, fd in self.shared_maps.items():
@@ -135,18 +136,21 @@ class LoadedSignal:
                 self.obj.write_global(".data.tune", name, value)
 
     def run_stats(self) -> tuple[int, int]:
-        """(run time ns, runs) of this signal's programs; zero unless BPF stats are on."""
+        """(run time ns, runs) of this signal's programs; zero unless BPF stats are on.
+        Read every second: each program's fdinfo stays open and is read again from 0."""
         total_ns = total_cnt = 0
         for fd in self.obj.program_fds().values():
             try:
-                info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+                if fd not in self._fdinfo:
+                    self._fdinfo[fd] = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+                info = os.pread(self._fdinfo[fd], 4096, 0)
             except OSError:
                 continue
             for line in info.splitlines():
-                key, _, value = line.partition(":")
-                if key == "run_time_ns":
+                key, _, value = line.partition(b":")
+                if key == b"run_time_ns":
                     total_ns += int(value)
-                elif key == "run_cnt":
+                elif key == b"run_cnt":
                     total_cnt += int(value)
         return total_ns, total_cnt
 
@@ -166,6 +170,9 @@ class LoadedSignal:
         return lost
 
     def close(self) -> None:
+        for fd in self._fdinfo.values():
+            os.close(fd)
+        self._fdinfo.clear()
         self.obj.detach()  # stop new events before the ring goes away
         self.reader.close()
         self.obj.close()

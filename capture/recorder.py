@@ -42,7 +42,7 @@ from capture.spans import AttributeLimits
 from runfmt import manifest as M
 from runfmt.errors import CaptureError, SloError
 from runfmt.runs import new_run_id, run_dir_for
-from runfmt.writer import RunWriters
+from runfmt.writer import MAX_BUFFER_BYTES, RunWriters
 
 # cpu_steal rides on runqueue's sched_switch program when both record (Recorder._load_signal):
 # runqueue's map -> the cpu_steal map it uses instead (bpf/steal.bpf.h)
@@ -117,9 +117,19 @@ class Stop(threading.Event):
     reason = "stopped"
     complete = False  # True when the caller ended a run that had no fixed duration as planned
 
+    def __init__(self) -> None:
+        super().__init__()
+        # readable once stop is asked: the drain loop waits on it beside the rings, so a
+        # long poll timeout (capture.poll_timeout_ms) does not delay Ctrl-C
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
     def request(self, reason: str) -> None:
         self.reason = reason
         self.set()
+        os.eventfd_write(self.wake_fd, 1)
+
+    def __del__(self) -> None:
+        os.close(self.wake_fd)
 
     def finish(self, reason: str = "finished") -> None:
         """Ends the run as planned: the manifest says complete."""
@@ -167,7 +177,7 @@ def warm_intake() -> None:
     Python list: about 0.17 s of CPU, once. Done here, it counts in the recording's total
     (the manifest's overhead) but not inside the first second of spans (README, "Overhead
     benchmark")."""
-    raw_table(RawRequest("http", PROTOBUF, 0, b"", check_request(parse_request(b"", PROTOBUF))))
+    raw_table([RawRequest("http", PROTOBUF, 0, b"", check_request(parse_request(b"", PROTOBUF)))])
 
 
 class Recorder:
@@ -215,6 +225,8 @@ class Recorder:
         self.flattened: FlattenResult | None = None  # the spans made from otlp_raw when the recording ended
         self.flatten_error: str | None = None  # why they could not be: the run keeps its otlp_raw parts
         self._spans_lock = threading.Lock()  # the receiver's thread adds, the loop flushes
+        self._raw_requests: list[RawRequest] = []  # taken since the last part (_hand_raw_requests)
+        self._raw_request_bytes = 0
         self.anchor: ClockAnchor | None = None
         self._lock_fd: int | None = None  # the run's recording lock while recording
         self.otlp_exposed = _exposed_endpoints(opts.config["otlp"]) if opts.otlp else []
@@ -524,10 +536,14 @@ class Recorder:
         cfg = self.opts.config["otlp"]
 
         def on_request(raw: RawRequest) -> None:
-            """Kept as it came; flattened into spans when the recording ends (_flatten_spans)."""
-            table = raw_table(raw)
+            """Kept as it came; flattened into spans when the recording ends (_flatten_spans).
+            Rows are made at the next part (_hand_raw_requests), or sooner past the part
+            writer's byte bound, so memory stays bounded however busy the exporters."""
             with self._spans_lock:
-                self.writers["otlp_raw"].add(table)
+                self._raw_requests.append(raw)
+                self._raw_request_bytes += len(raw.body)
+                if self._raw_request_bytes >= MAX_BUFFER_BYTES:
+                    self._hand_raw_requests()
 
         warm_intake()
         receiver = OtlpReceiver(cfg["endpoint"], cfg["grpc_endpoint"], cfg["max_request_bytes"], on_request)
@@ -542,6 +558,13 @@ class Recorder:
             self.otlp_error = exc.message
             return
         self.receiver = receiver
+
+    def _hand_raw_requests(self) -> None:
+        """The requests taken since the last part, as otlp_raw rows to its writer; under _spans_lock."""
+        if self._raw_requests:
+            self.writers["otlp_raw"].add(raw_table(self._raw_requests))
+            self._raw_requests = []
+            self._raw_request_bytes = 0
 
     def _otlp_manifest(self) -> dict:
         cfg = self.opts.config["otlp"]
@@ -581,7 +604,8 @@ class Recorder:
         if self._samples:
             self.writers["resources"].add(samples_table(self._samples))
             self._samples = []
-        with self._spans_lock:  # the receiver's thread adds requests
+        with self._spans_lock:  # the receiver's threads add requests
+            self._hand_raw_requests()
             self.writers.flush("otlp_raw")
         self.writers.flush("resources", "kernel_hist", "kernel_events")
         for name, n in self._buffered.items():
@@ -619,6 +643,7 @@ class Recorder:
         """Rows still in memory per table: what a failed last flush loses."""
         rows = {t: w.buffered_rows for t, w in self.writers.by_table.items()}
         rows["kernel_events"] += self._raw_rows
+        rows["otlp_raw"] += len(self._raw_requests)
         rows["resources"] += len(self._samples)
         return {t: n for t, n in rows.items() if n}
 
@@ -634,10 +659,11 @@ class Recorder:
         self.run_dir.mkdir(parents=True, exist_ok=False)
         self._lock_fd = M.hold_recording(self.run_dir)  # released by the kernel however we end
         self.writers = RunWriters(self.run_dir, max_rows=cap["part_max_rows"], max_seconds=cap["part_max_seconds"])
-        # otlp_raw parts are written by the loop, or by a receiver thread when a part fills up
+        # otlp_raw rows are made and written by the loop, or by a receiver thread when a part fills up
         # (inside the request it times): timed, so the loop's share counts as intake. The span
         # parts are written after the recording (_flatten_spans), outside its overhead
         self.writers["otlp_raw"].flush = self._span_writes.wrap(self.writers["otlp_raw"].flush)
+        self._hand_raw_requests = self._span_writes.wrap(self._hand_raw_requests)
         self._cpu0 = time.process_time()
         self._started_ns = time.time_ns()
         stop_reason, complete, failure = "duration", True, None
@@ -678,6 +704,7 @@ class Recorder:
         poller = select.epoll()
         for probe in self.loaded.values():
             poller.register(probe.ring_fd, select.EPOLLIN | select.EPOLLET)
+        poller.register(stop.wake_fd, select.EPOLLIN)
         start = time.monotonic()
         deadline = start + self.opts.duration_s if self.opts.duration_s else float("inf")
         last_progress, last_counts = start, {n: 0 for n in self.counts}

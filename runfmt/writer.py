@@ -14,11 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> int:
-    """Writes a zstd Parquet file via a temporary name; returns its size in bytes."""
+def write_table_atomic(table: pa.Table, path: Path, **options) -> int:
+    """Writes a zstd Parquet file via a temporary name; returns its size in bytes.
+    `options` go to pyarrow.parquet.write_table."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, **{"compression": "zstd", **options})
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -37,8 +38,10 @@ class PartWriter:
     Numbering goes on after the parts already in `directory` (slocap repair adds span
     parts to a cut run), and `part_metadata` is written into each part's schema metadata."""
 
-    def __init__(self, directory: Path, schema: pa.Schema, *, max_rows: int, max_seconds: float) -> None:
+    def __init__(self, directory: Path, schema: pa.Schema, *, max_rows: int, max_seconds: float,
+                 write_options: dict | None = None) -> None:
         self.directory = directory
+        self.write_options = write_options or {}  # for write_table_atomic
         self.schema = schema
         self.max_rows = max_rows
         self.max_seconds = max_seconds
@@ -80,7 +83,7 @@ class PartWriter:
         name = f"part-{self._next:05d}.parquet"
         self._next += 1
         self.directory.mkdir(parents=True, exist_ok=True)  # removed once emptied (otlp_raw) and used again
-        self.bytes_written += write_table_atomic(table, self.directory / name)
+        self.bytes_written += write_table_atomic(table, self.directory / name, **self.write_options)
         self.parts.append(name)
         self.rows_written += table.num_rows
         self._buffer.clear()
@@ -112,13 +115,19 @@ def _encoded(schema: pa.Schema, have: pa.Schema) -> pa.Schema:
 RECORDED_TABLES = ("kernel_events", "kernel_hist", "resources", "spans", "span_resources", "otlp_raw")
 
 
+# otlp_raw holds whole request bodies, each unique: a dictionary and min/max statistics of
+# them are work for nothing (a third of the part's CPU), and the parts go once flattened
+WRITE_OPTIONS = {"otlp_raw": {"use_dictionary": False, "write_statistics": False}}
+
+
 class RunWriters:
     """A part writer for each table the recorder writes into one run directory."""
 
     def __init__(self, run_dir: Path, *, max_rows: int, max_seconds: float) -> None:
         from runfmt.schema import TABLES
 
-        self.by_table = {t: PartWriter(run_dir / t, TABLES[t][0], max_rows=max_rows, max_seconds=max_seconds)
+        self.by_table = {t: PartWriter(run_dir / t, TABLES[t][0], max_rows=max_rows, max_seconds=max_seconds,
+                                       write_options=WRITE_OPTIONS.get(t))
                          for t in RECORDED_TABLES}
 
     def __getitem__(self, table: str) -> PartWriter:

@@ -726,7 +726,7 @@ def test_flatten_raw_makes_the_spans_of_the_raw_parts_and_removes_them(tmp_path)
 
     def on_request(raw: RawRequest) -> None:
         kept(raw)
-        writers["otlp_raw"].add(raw_table(raw))
+        writers["otlp_raw"].add(raw_table([raw]))
 
     receiver = OtlpReceiver("127.0.0.1:0", "127.0.0.1:0", SMALL_CAP, on_request)
     receiver.start()
@@ -768,7 +768,7 @@ def test_a_flattening_cut_short_is_made_again_without_twice_a_span(tmp_path) -> 
     writers = RunWriters(run_dir, max_rows=1_000, max_seconds=60)
     requests = _varied_requests()
     for i, (media_type, body) in enumerate(requests):
-        writers["otlp_raw"].add(raw_table(RawRequest("grpc", media_type, i, body, 0)))
+        writers["otlp_raw"].add(raw_table([RawRequest("grpc", media_type, i, body, 0)]))
         if i == 1:
             writers.flush("otlp_raw")
     writers.flush("otlp_raw")
@@ -797,7 +797,7 @@ def test_a_damaged_raw_part_is_named_and_kept_and_the_others_flattened(tmp_path)
     run_dir = tmp_path / "run"
     writers = RunWriters(run_dir, max_rows=1_000, max_seconds=60)
     for i, (media_type, body) in enumerate(_varied_requests()[:2]):
-        writers["otlp_raw"].add(raw_table(RawRequest("http", media_type, i, body, 0)))
+        writers["otlp_raw"].add(raw_table([RawRequest("http", media_type, i, body, 0)]))
         writers.flush("otlp_raw")
     damaged = run_dir / "otlp_raw" / "part-00000.parquet"
     damaged.write_bytes(b"PAR1 not really")
@@ -812,7 +812,7 @@ def test_a_recorded_run_holds_its_requests_flattened_and_no_raw_part(recording) 
     """slocap record keeps the requests raw while it records (the manifest says so) and, when
     it ends, the spans are those of the bodies sent, flattened; otlp_raw is gone."""
     sent = _varied_requests() * 2
-    with recording(["dns"], part_max_seconds=0.3) as rec:
+    with recording(["dns"], part_max_seconds=0.3, poll_timeout_ms=100) as rec:
         port = int(rec.otlp_endpoint.rsplit(":", 1)[1])
         for i, (media_type, body) in enumerate(sent):
             assert post(port, body, content_type=media_type)[0] == 200

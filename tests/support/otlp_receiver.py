@@ -43,7 +43,7 @@ def main() -> None:
     flattened = FlattenResult()
 
     def on_request(raw: RawRequest) -> None:
-        table = raw_table(raw)
+        table = raw_table([raw])
         with lock:
             writers["otlp_raw"].add(table)
 
