@@ -152,18 +152,20 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# the span sink's gRPC server runs while children are forked (and exec at once): gRPC's
+# fork handlers have nothing to do, and would log that they skip
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from analyze.stats import bootstrap_median_ci, bootstrap_median_diff  # noqa: E402
+from capture.otlp import OtlpReceiver  # noqa: E402
 from runfmt.errors import SloError  # noqa: E402
 from runfmt.signals import SIGNAL_NAMES  # noqa: E402
 
@@ -851,40 +853,31 @@ def read_resources(run_dir: Path) -> list[dict]:
     return sorted(rows, key=lambda r: r.get("ts_ns") or 0)
 
 
-class _Accept(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")  # an empty ExportTraceServiceResponse
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 class SpanSink:
-    """An OTLP/HTTP endpoint that takes the services' spans and drops them, on the recorder's
+    """An OTLP endpoint that takes the services' spans and drops them, on the recorder's
     address while the recorder does not run. Without it the services' exporters would fail
     (connection refused) in every run without slocap and back off, and send nothing: their
     export work, which a traced service does anyway for its usual collector, would count as
-    slocap's, and the backoff they are in would depend on the run before. Its own CPU is this
-    process's, in no measured cgroup."""
+    slocap's, and the backoff they are in would depend on the run before. It is the
+    recorder's own receiver (capture/otlp.py) with the requests dropped, so the exporters
+    see the same server in both arms (HTTP/1.1 keep-alive, the same replies): a sink that
+    closed every connection would make them reconnect only in the arms without slocap.
+    Its own CPU is this process's, in no measured cgroup."""
 
     def __init__(self, address: tuple[str, int]) -> None:
         self.address = address
-        self._server: HTTPServer | None = None
+        self._receiver: OtlpReceiver | None = None
 
     def resume(self) -> None:
-        if self._server is None:
-            self._server = HTTPServer(self.address, _Accept)
-            threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        if self._receiver is None:
+            host, port = self.address
+            self._receiver = OtlpReceiver(f"{host}:{port}", f"{host}:0", 64 << 20, lambda _request: None)
+            self._receiver.start()
 
     def pause(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._receiver is not None:
+            self._receiver.stop(grace=1.0)
+            self._receiver = None
 
 
 class Slocap:
