@@ -30,7 +30,7 @@ import numpy as np
 
 from capture import libraries
 from capture.bpfobj import BpfObject
-from capture.probe import LoadedSignal
+from capture.probe import LoadedSignal, ProgramStats
 from capture.ringbuf import RingReader
 from capture.signals import LIBC, Signal
 from runfmt.errors import CaptureError
@@ -216,7 +216,7 @@ class BccSignal:
                  settings: dict[str, int] | None = None, libc: str = LIBC) -> None:
         self.signal = signal
         self.hist = None  # neither signal keeps histograms
-        self._fdinfo: dict[int, int] = {}  # run_stats: program fd -> its open fdinfo
+        self._stats = ProgramStats()  # run_stats
         probe = BCC_SIGNALS.get(signal.name)
         if probe is None:
             raise CaptureError(f"signal {signal.name!r} has no BCC variant",
@@ -324,9 +324,7 @@ class BccSignal:
     def close(self) -> None:
         if self.obj.bpf is None:
             return
-        for fd in self._fdinfo.values():
-            os.close(fd)
-        self._fdinfo.clear()
+        self._stats.close()
         self.obj.detach()  # stop new events before the ring goes away
         self.reader.close()
         self.obj.close()

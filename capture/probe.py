@@ -32,6 +32,36 @@ def cgroup_identity(fd: int) -> tuple[int, int]:
     return os.fstat(fd).st_ino, len(path.relative_to(root).parts)
 
 
+class ProgramStats:
+    """(run time ns, runs) of a set of BPF programs from their fdinfo; zero unless BPF
+    stats are on. Read every second: each fdinfo stays open and is read again from 0."""
+
+    def __init__(self) -> None:
+        self._fdinfo: dict[int, int] = {}  # program fd -> its open /proc/self/fdinfo
+
+    def read(self, program_fds) -> tuple[int, int]:
+        total_ns = total_cnt = 0
+        for fd in program_fds:
+            try:
+                if fd not in self._fdinfo:
+                    self._fdinfo[fd] = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+                info = os.pread(self._fdinfo[fd], 4096, 0)
+            except OSError:
+                continue
+            for line in info.splitlines():
+                key, _, value = line.partition(b":")
+                if key == b"run_time_ns":
+                    total_ns += int(value)
+                elif key == b"run_cnt":
+                    total_cnt += int(value)
+        return total_ns, total_cnt
+
+    def close(self) -> None:
+        for fd in self._fdinfo.values():
+            os.close(fd)
+        self._fdinfo.clear()
+
+
 class LoadedSignal:
     """Loads one signal's object with its settings and attaches every hook.
 
@@ -70,7 +100,7 @@ class LoadedSignal:
     def _load(self, ring_bytes: int, wakeup_bytes: int, settings: dict[str, int], use_fallback: bool) -> None:
         self.use_fallback = use_fallback
         self.hooks: list[str] = []
-        self._fdinfo: dict[int, int] = {}  # program fd -> its open /proc/self/fdinfo (run_stats)
+        self._stats = ProgramStats()
         self.obj = BpfObject(self.signal.object_path)
         try:
             for name, fd in self.shared_maps.items():
@@ -136,23 +166,8 @@ class LoadedSignal:
                 self.obj.write_global(".data.tune", name, value)
 
     def run_stats(self) -> tuple[int, int]:
-        """(run time ns, runs) of this signal's programs; zero unless BPF stats are on.
-        Read every second: each program's fdinfo stays open and is read again from 0."""
-        total_ns = total_cnt = 0
-        for fd in self.obj.program_fds().values():
-            try:
-                if fd not in self._fdinfo:
-                    self._fdinfo[fd] = os.open(f"/proc/self/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
-                info = os.pread(self._fdinfo[fd], 4096, 0)
-            except OSError:
-                continue
-            for line in info.splitlines():
-                key, _, value = line.partition(b":")
-                if key == b"run_time_ns":
-                    total_ns += int(value)
-                elif key == b"run_cnt":
-                    total_cnt += int(value)
-        return total_ns, total_cnt
+        """(run time ns, runs) of this signal's programs; zero unless BPF stats are on."""
+        return self._stats.read(self.obj.program_fds().values())
 
     def counted_runs(self) -> int:
         """Runs of this signal's programs counted by the programs themselves (loaded with
@@ -170,9 +185,7 @@ class LoadedSignal:
         return lost
 
     def close(self) -> None:
-        for fd in self._fdinfo.values():
-            os.close(fd)
-        self._fdinfo.clear()
+        self._stats.close()
         self.obj.detach()  # stop new events before the ring goes away
         self.reader.close()
         self.obj.close()
