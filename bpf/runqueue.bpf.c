@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* runqueue: sched_switch only, reading the waits the kernel sums per task;
- * tp_btf with task-local storage, raw_tp with a per-thread hash instead */
+ * tp_btf with direct loads, raw_tp with probe reads */
 #include "steal.bpf.h"
 #include "runqueue.h"
 
@@ -37,21 +37,49 @@ static __always_inline void ride_steal(__u64 steal, struct task_struct *prev, bo
  * of three hooks (README, "Overhead benchmark"). A task moved to another CPU
  * while it waits keeps its whole wait, as run_delay gets both parts.
  * Per task we keep that sum + 1 (0: not seen yet). A task first seen after it
- * ran before the recording gives no delay until its next wait. */
+ * ran before the recording gives no delay until its next wait.
+ *
+ * The sums live in an array indexed by the thread id's low bits, each slot
+ * tagged with its task's start time: a plain array lookup, where task-local
+ * storage cost 120 ns more per run in the lab baseline (README, "Overhead
+ * benchmark"), and an allocation and a free per thread. Two live threads that
+ * share a slot take it from each other: each then gives no delay for its next
+ * wait. Two such threads switched in on two CPUs at once could mix their
+ * writes into one slot; `check` (tag ^ sum) tells a mixed slot, which then
+ * counts as not seen. */
+#define SEEN_SLOTS (1 << 16)
+
+struct seen {
+	__u64 start_time;	/* task_struct.start_time of the slot's task */
+	__u64 sum;		/* its waits' sum at its last switch-in, + 1 */
+	__u64 check;		/* start_time ^ sum, written last */
+};
 
 struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SEEN_SLOTS);
+	__type(key, __u32);
+	__type(value, struct seen);
 } seen_delay SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 32768);
-	__type(key, __u32);
-	__type(value, __u64);
-} seen_delay_by_tid SEC(".maps");
+/* the sum stored for `next` (0: not seen yet) */
+static __always_inline struct seen *seen_slot(__u32 tid, __u64 start_time, __u64 *stored)
+{
+	__u32 slot = tid & (SEEN_SLOTS - 1);
+	struct seen *s = bpf_map_lookup_elem(&seen_delay, &slot);
+
+	if (!s)
+		return NULL;
+	*stored = s->start_time == start_time && s->check == (start_time ^ s->sum) ? s->sum : 0;
+	return s;
+}
+
+static __always_inline void seen_store(struct seen *s, __u64 start_time, __u64 sum)
+{
+	s->start_time = start_time;
+	s->sum = sum;
+	s->check = start_time ^ sum;
+}
 
 /* tgid and cgroup id of `next` come from the caller: tp_btf reads them
  * directly, raw_tp through probe reads */
@@ -84,21 +112,20 @@ static __always_inline __u64 waited_total(__u64 run_delay, __u64 last_queued, __
 	return last_queued && rq_clock > last_queued ? run_delay + (rq_clock - last_queued) : run_delay;
 }
 
-/* the wait that ends now, from the stored sum (updated); false when there is none
- * to give: a task first seen after it ran before the recording */
-static __always_inline bool wait_ended(__u64 *stored, __u64 total, __u64 pcount, __u64 *delay)
+/* the wait that ends now, from the stored sum; false when there is none to give:
+ * a task first seen after it ran before the recording */
+static __always_inline bool wait_ended(__u64 stored, __u64 total, __u64 pcount, __u64 *delay)
 {
-	bool known = *stored || !pcount;   /* never ran before: its first wait starts at 0 */
-	__u64 before = *stored ? *stored - 1 : 0;
+	bool known = stored || !pcount;   /* never ran before: its first wait starts at 0 */
+	__u64 before = stored ? stored - 1 : 0;
 
-	*stored = total + 1;
 	if (!known || total < before)
 		return false;
 	*delay = total - before;
 	return true;
 }
 
-/* -- tp_btf: task-local storage -------------------------------------- */
+/* -- tp_btf: direct loads --------------------------------------------- */
 
 /* task_in_target() with direct loads where BTF allows them (cheaper than
  * probe reads); the ancestor at a variable index still needs one */
@@ -121,26 +148,28 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 {
 	count_run();
 	struct cfs_rq *cfs = next->se.cfs_rq;   /* this CPU's: next is about to run here */
-	__u64 *stored, delay;
+	__u64 stored, delay, total;
+	struct seen *seen;
 
 	if (steal_on)
 		ride_steal(steal_clock_btf(prev, next), prev, true);
-	/* with --cgroup, other tasks get no storage: their switches end here */
+	/* with --cgroup, other tasks take no slot: their switches end here */
 	if (!next->pid || !cfs || !task_in_target_btf(next))
 		return 0;
-	stored = bpf_task_storage_get(&seen_delay, next, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!stored)
+	seen = seen_slot(next->pid, next->start_time, &stored);
+	if (!seen)
 		return 0;
-	if (wait_ended(stored, waited_total(next->sched_info.run_delay, next->sched_info.last_queued,
-					    cfs->rq->clock), next->sched_info.pcount, &delay))
+	total = waited_total(next->sched_info.run_delay, next->sched_info.last_queued, cfs->rq->clock);
+	seen_store(seen, next->start_time, total + 1);
+	if (wait_ended(stored, total, next->sched_info.pcount, &delay))
 		record_delay(next, prev, bpf_ktime_get_ns(), delay, next->tgid, next->cgroups->dfl_cgrp->kn->id);
 	return 0;
 }
 
-/* -- raw_tp: per-thread LRU hash ------------------------------------- */
-/* The tp_btf program's steps again, with a hash instead of task storage and
- * probe reads: kernels that refuse tp_btf load this one, and autoload switches
- * one variant off, so the repetition is the price of one object for both. */
+/* -- raw_tp: probe reads --------------------------------------------- */
+/* The tp_btf program's steps again, with probe reads: kernels that refuse
+ * tp_btf load this one, and autoload switches one variant off, so the
+ * repetition is the price of one object for both. */
 
 SEC("raw_tp/sched_switch")
 int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
@@ -148,21 +177,20 @@ int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev, struct ta
 	count_run();
 	struct cfs_rq *cfs = BPF_CORE_READ(next, se.cfs_rq);
 	__u32 tid = BPF_CORE_READ(next, pid);
-	__u64 zero = 0, *stored, delay, total;
+	__u64 stored, delay, total, start_time;
+	struct seen *seen;
 
 	if (steal_on)
 		ride_steal(steal_clock_raw(prev, next), prev, false);
 	if (!tid || !cfs || !task_in_target(next))
 		return 0;
-	stored = bpf_map_lookup_elem(&seen_delay_by_tid, &tid);
-	if (!stored) {
-		bpf_map_update_elem(&seen_delay_by_tid, &tid, &zero, BPF_NOEXIST);
-		stored = bpf_map_lookup_elem(&seen_delay_by_tid, &tid);
-		if (!stored)
-			return 0;
-	}
+	start_time = BPF_CORE_READ(next, start_time);
+	seen = seen_slot(tid, start_time, &stored);
+	if (!seen)
+		return 0;
 	total = waited_total(BPF_CORE_READ(next, sched_info.run_delay), BPF_CORE_READ(next, sched_info.last_queued),
 			     BPF_CORE_READ(cfs, rq, clock));
+	seen_store(seen, start_time, total + 1);
 	if (wait_ended(stored, total, BPF_CORE_READ(next, sched_info.pcount), &delay))
 		record_delay(next, prev, bpf_ktime_get_ns(), delay, BPF_CORE_READ(next, tgid), task_cgroup_id(next));
 	return 0;
