@@ -714,7 +714,10 @@ class Recorder:
                 now = time.monotonic()
                 if now >= deadline:
                     break
-                poller.poll(min(self.poll_timeout_s, deadline - now))
+                # parts shorter than the poll timeout (part_max_seconds, or 1 s on low space)
+                # close on time too
+                part_due = self._last_flush + self._part_seconds - now
+                poller.poll(max(0.0, min(self.poll_timeout_s, deadline - now, part_due)))
                 self._drain()
                 if time.monotonic() - last_watch >= 1.0:
                     last_watch = time.monotonic()
