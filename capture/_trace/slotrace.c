@@ -23,9 +23,10 @@ static __thread int64_t registered_s = -1;
 /* The probed function is written out so that its first instruction is a 5-byte
  * nop. What a uprobe costs depends on the instruction it replaces: one the
  * kernel must single-step out of line (a plain `ret`, as the compiler makes an
- * empty function) costs two traps, 15.9 µs a hit on this VM; on a 5-byte nop,
+ * empty function) costs two traps, +17.8 µs a hit on this VM; on a 5-byte nop,
  * x86 kernels since 6.18 turn the probe into a call into a trampoline after its
- * first hit: 0.18 µs (README, "Trace stamping"). */
+ * first hit: +0.26 µs (bench/stamping_cost.py; README, "Spans, trace stamping
+ * and pods"). */
 __asm__(".text\n"
 	".globl slo_trace_register\n"
 	".type slo_trace_register, @function\n"
