@@ -160,17 +160,22 @@ def is_regression(d: Difference, max_pct: float, *, higher_is_worse: bool = True
 # --- the other bootstraps of the analyzer and the benchmarks, all here ---------------
 
 
-def bootstrap_median_ci(values: Sequence[float], *, resamples: int = RESAMPLES, seed: int = SEED,
+def bootstrap_median_ci(values: Sequence[float], *, strata: Sequence[str] | None = None,
+                        resamples: int = RESAMPLES, seed: int = SEED,
                         confidence: float = CONFIDENCE) -> tuple[float, float | None, float | None]:
     """(median, low, high): the sample median and a percentile-bootstrap interval of it,
-    resampling the values with replacement. No interval (None) below two values."""
+    resampling the values with replacement (inside each stratum when strata are given,
+    so a resample keeps the sample's design). No interval (None) below two values."""
     x = np.asarray(values, dtype=float)
     if x.ndim != 1 or x.size == 0:
         raise ValueError("need a non-empty 1-d sample")
     median = float(np.median(x))
     if x.size < 2:
         return median, None, None
-    medians = _resample_medians(x, None, np.random.default_rng(seed), resamples)
+    st = None if strata is None else np.asarray(strata, object)
+    if st is not None and st.shape != x.shape:
+        raise ValueError(f"{x.size} values but {st.size} strata")
+    medians = _resample_medians(x, st, np.random.default_rng(seed), resamples)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(medians, [alpha, 1 - alpha])
     return median, float(low), float(high)

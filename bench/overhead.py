@@ -39,7 +39,9 @@ Measured per run, over the workload's window: from the load generator's go
   wall       the window
   TTFT p95, E2E p95  of the run's ok requests (the load generator's summary)
 Per pair: ratio with/without. Printed: median ratio - 1 as overhead %, with a
-CI95 from a seeded bootstrap over pairs (10,000 resamples).
+CI95 from a seeded bootstrap over pairs (10,000 resamples). Half of each
+experiment's pairs run "with" first and half "without" first (schedule); the
+bootstrap resamples inside each order.
 
 Why the lab's figure is divided by the load generator's CPU. The same seeded
 requests cost the lab a different amount of CPU from one window to the next:
@@ -242,10 +244,12 @@ class Summary:
         return self.low_pct <= 0.0 <= self.high_pct
 
 
-def summarize(with_: Sequence[float], without: Sequence[float], *, resamples: int = 10_000,
-              seed: int = 42) -> Summary:
+def summarize(with_: Sequence[float], without: Sequence[float], *, firsts: Sequence[str] | None = None,
+              resamples: int = 10_000, seed: int = 42) -> Summary:
+    """`firsts`: per pair, the arm that ran first; the bootstrap then resamples inside
+    each order, as the schedule fixed how many pairs have each."""
     ratios = paired_ratios(with_, without)
-    median, low, high = bootstrap_median_ci(ratios, resamples=resamples, seed=seed)
+    median, low, high = bootstrap_median_ci(ratios, strata=firsts, resamples=resamples, seed=seed)
     if low is None:  # one pair: no interval
         low = high = float("nan")
     return Summary(len(ratios), (median - 1) * 100, (low - 1) * 100, (high - 1) * 100)
@@ -262,13 +266,19 @@ def gate_verdict(s: Summary, limit_pct: float) -> str:
     return "undecided (CI95 straddles it)"
 
 
-def net_of_control(tool_ratios: Sequence[float], aa_ratios: Sequence[float], *, resamples: int = 10_000,
-                   seed: int = 42) -> Summary | None:
+def net_of_control(tool_ratios: Sequence[float], aa_ratios: Sequence[float], *,
+                   tool_firsts: Sequence[str] | None = None, aa_firsts: Sequence[str] | None = None,
+                   resamples: int = 10_000, seed: int = 42) -> Summary | None:
     """The tool's overhead minus the A/A control's, in %: median(tool ratios) - median(A/A
-    ratios), CI95 by bootstrapping the two sets of pairs independently."""
-    t = [r for r in tool_ratios if r is not None]
-    c = [r for r in aa_ratios if r is not None]
-    ci = bootstrap_median_diff(t, c, resamples=resamples, seed=seed)
+    ratios), CI95 by bootstrapping the two sets of pairs independently (inside each arm
+    order when the firsts are given, as in summarize)."""
+    keep_t = [i for i, r in enumerate(tool_ratios) if r is not None]
+    keep_c = [i for i, r in enumerate(aa_ratios) if r is not None]
+    t = [tool_ratios[i] for i in keep_t]
+    c = [aa_ratios[i] for i in keep_c]
+    ci = bootstrap_median_diff(t, c, resamples=resamples, seed=seed,
+                               candidate_strata=None if tool_firsts is None else [tool_firsts[i] for i in keep_t],
+                               base_strata=None if aa_firsts is None else [aa_firsts[i] for i in keep_c])
     if ci is None:
         return None
     return Summary(min(len(t), len(c)), (float(np.median(t)) - float(np.median(c))) * 100, ci[0] * 100, ci[1] * 100)
@@ -351,16 +361,21 @@ def pairs_needed(ratios: Sequence[float], half_width_pct: float = AA_TARGET_HALF
 
 
 def schedule(pairs: dict[str, int], seed: int) -> list[tuple[str, int, tuple[str, str]]]:
-    """Every pair of every experiment once, shuffled together; each pair's two
-    arms ("with", "without") in a random order. Deterministic for a seed."""
+    """Every pair of every experiment once, shuffled together. The two arms' order is
+    counterbalanced: half of each experiment's pairs run "with" first, half "without"
+    first (one more of a random order when the count is odd), so a cost that falls on
+    the first or second window of a pair cancels out of the median instead of leaning
+    on it: in one 14-pair run the 5 pairs that ran "without" first read about 1 point
+    higher than the 9 that ran "with" first. Deterministic for a seed."""
     rng = random.Random(seed)
+    orders = {}
+    for name, n in pairs.items():
+        firsts = ["with"] * (n // 2) + ["without"] * (n // 2) + ([rng.choice(["with", "without"])] if n % 2 else [])
+        rng.shuffle(firsts)
+        orders[name] = firsts
     todo = [(name, i) for name, n in pairs.items() for i in range(n)]
     rng.shuffle(todo)
-    out = []
-    for name, i in todo:
-        arms = ("with", "without") if rng.random() < 0.5 else ("without", "with")
-        out.append((name, i, arms))
-    return out
+    return [(name, i, ("with", "without") if orders[name][i] == "with" else ("without", "with")) for name, i in todo]
 
 
 def median_ci(values: Sequence[float], *, resamples: int = 10_000, seed: int = 42) -> dict:
@@ -1261,6 +1276,11 @@ def _lab_workload(a: argparse.Namespace, scratch: Path) -> tuple[list[str], list
     return cmd, recorder_args, a._lab.cgroup_root
 
 
+def first_arm(arms: Mapping[str, Mapping]) -> str:
+    """"with" or "without": which of a pair's two runs came first."""
+    return "with" if arms["with"]["position"] < arms["without"]["position"] else "without"
+
+
 def _summaries(runs: list[dict], experiment: str, keys: Sequence[str], resamples: int, seed: int
                ) -> tuple[dict[str, Summary], list[dict]]:
     """Per metric, the paired summary of one experiment; and its per-pair rows."""
@@ -1274,11 +1294,12 @@ def _summaries(runs: list[dict], experiment: str, keys: Sequence[str], resamples
         usable = [i for i in ids if by_pair[i]["with"].get(key) is not None and by_pair[i]["without"].get(key)]
         if usable:
             out[key] = summarize([by_pair[i]["with"][key] for i in usable],
-                                 [by_pair[i]["without"][key] for i in usable], resamples=resamples, seed=seed)
+                                 [by_pair[i]["without"][key] for i in usable],
+                                 firsts=[first_arm(by_pair[i]) for i in usable], resamples=resamples, seed=seed)
     rows = []
     for i in ids:
         w, wo = by_pair[i]["with"], by_pair[i]["without"]
-        row = {"experiment": experiment, "pair": i, "first": "with" if w["position"] < wo["position"] else "without"}
+        row = {"experiment": experiment, "pair": i, "first": first_arm(by_pair[i])}
         for key in keys:
             row[f"{key}_ratio"] = w[key] / wo[key] if w.get(key) is not None and wo.get(key) else None
         rows.append(row)
@@ -1424,7 +1445,9 @@ def benchmark(a: argparse.Namespace, children: Children, scratch: Path, stats: B
     primary = primary_metric(a.workload)
     validity = control_validity(summaries.get("A/A", {}).get(primary))
     ratios = lambda e: [r[f"{primary}_ratio"] for r in per_pair if r["experiment"] == e]  # noqa: E731
-    net = net_of_control(ratios("slocap"), ratios("A/A"), resamples=a.resamples, seed=a.seed)
+    firsts = lambda e: [r["first"] for r in per_pair if r["experiment"] == e]  # noqa: E731
+    net = net_of_control(ratios("slocap"), ratios("A/A"), tool_firsts=firsts("slocap"), aa_firsts=firsts("A/A"),
+                         resamples=a.resamples, seed=a.seed)
     aa_needed = pairs_needed([r[f"{primary}_ratio"] for r in per_pair if r["experiment"] == "A/A"])
 
     ncpu = os.cpu_count() or 1

@@ -208,3 +208,8 @@ def test_bootstrap_of_one_value_has_no_ci():
     assert median == 1.03 and low is None and high is None
     with pytest.raises(ValueError):
         bootstrap_median_ci([])
+
+
+def test_bootstrap_median_ci_strata_must_match_the_values():
+    with pytest.raises(ValueError, match="3 values but 2 strata"):
+        bootstrap_median_ci([1.0, 2.0, 3.0], strata=["a", "b"])
