@@ -365,8 +365,9 @@ def schedule(pairs: dict[str, int], seed: int) -> list[tuple[str, int, tuple[str
     counterbalanced: half of each experiment's pairs run "with" first, half "without"
     first (one more of a random order when the count is odd), so a cost that falls on
     the first or second window of a pair cancels out of the median instead of leaning
-    on it: in one 14-pair run the 5 pairs that ran "without" first read about 1 point
-    higher than the 9 that ran "with" first. Deterministic for a seed."""
+    on it. (With an order drawn per pair, one 14-pair run had 9 pairs of one order and
+    5 of the other, and those 5 read about a point higher; README, "Overhead
+    benchmark".) Deterministic for a seed."""
     rng = random.Random(seed)
     orders = {}
     for name, n in pairs.items():
