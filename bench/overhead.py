@@ -272,13 +272,13 @@ def net_of_control(tool_ratios: Sequence[float], aa_ratios: Sequence[float], *,
     """The tool's overhead minus the A/A control's, in %: median(tool ratios) - median(A/A
     ratios), CI95 by bootstrapping the two sets of pairs independently (inside each arm
     order when the firsts are given, as in summarize)."""
-    keep_t = [i for i, r in enumerate(tool_ratios) if r is not None]
-    keep_c = [i for i, r in enumerate(aa_ratios) if r is not None]
-    t = [tool_ratios[i] for i in keep_t]
-    c = [aa_ratios[i] for i in keep_c]
-    ci = bootstrap_median_diff(t, c, resamples=resamples, seed=seed,
-                               candidate_strata=None if tool_firsts is None else [tool_firsts[i] for i in keep_t],
-                               base_strata=None if aa_firsts is None else [aa_firsts[i] for i in keep_c])
+    def present(ratios, firsts):  # the pairs with a ratio, and their orders
+        keep = [i for i, r in enumerate(ratios) if r is not None]
+        return [ratios[i] for i in keep], None if firsts is None else [firsts[i] for i in keep]
+
+    t, t_firsts = present(tool_ratios, tool_firsts)
+    c, c_firsts = present(aa_ratios, aa_firsts)
+    ci = bootstrap_median_diff(t, c, candidate_strata=t_firsts, base_strata=c_firsts, resamples=resamples, seed=seed)
     if ci is None:
         return None
     return Summary(min(len(t), len(c)), (float(np.median(t)) - float(np.median(c))) * 100, ci[0] * 100, ci[1] * 100)
