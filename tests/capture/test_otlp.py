@@ -318,6 +318,60 @@ def test_a_stalled_body_is_refused_with_408_and_counted(monkeypatch: pytest.Monk
     assert counters.rejected["stalled"] == 1
 
 
+def _exchange(port: int, raw: bytes) -> bytes:
+    """Sends `raw` and reads until the receiver closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(raw)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_http_speaks_what_exporters_and_curl_send() -> None:
+    body = request().SerializeToString()
+    head = (b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            b"Content-Length: %d\r\n" % len(body))
+    with running(Sink(), cap=SMALL_CAP) as receiver:
+        port = receiver.http_port
+        # keep-alive: two requests on one connection, then the client's Connection: close is honoured
+        both = _exchange(port, head + b"\r\n" + body + head + b"Connection: close\r\n\r\n" + body)
+        assert both.count(b"HTTP/1.1 200 OK\r\n") == 2 and both.endswith(b"Connection: close\r\n\r\n")
+        # curl asks before sending a large body; the answer comes after the body
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(head + b"Expect: 100-continue\r\n\r\n")
+            assert conn.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            conn.sendall(body)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+        # an HTTP/1.0 client gets its answer and the connection closes
+        assert _exchange(port, head.replace(b"HTTP/1.1", b"HTTP/1.0") + b"\r\n" + body).startswith(
+            b"HTTP/1.1 200 OK\r\n")
+        assert _exchange(port, b"GET /v1/traces HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
+            b"HTTP/1.1 405 Method Not Allowed\r\n")
+        assert _exchange(port, b"hello\r\n\r\n").startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert _exchange(port, head.replace(b"Content-Length", b"Transfer-Encoding: chunked\r\nX") + b"\r\n"
+                         ).startswith(b"HTTP/1.1 411 Length Required\r\n")
+        assert _exchange(port, b"POST /v1/traces HTTP/1.1\r\nX-Long: " + b"a" * 10_000 + b"\r\n\r\n").startswith(
+            b"HTTP/1.1 400 Bad Request\r\n")
+        assert post(port, body) == (200, b"")  # and it goes on
+        assert receiver.counters.requests_ok == 5
+
+
+def _wakeups(native_id: int) -> int:
+    with open(f"/proc/self/task/{native_id}/schedstat") as f:
+        return int(f.read().split()[2])  # times the thread ran
+
+
+def test_an_idle_http_receiver_does_not_wake() -> None:
+    with running(Sink()) as receiver:
+        thread = receiver._http_thread
+        assert thread is not None and thread.native_id is not None
+        time.sleep(0.3)
+        before = _wakeups(thread.native_id)
+        time.sleep(1.5)  # socketserver's serve_forever would have woken three times
+        assert _wakeups(thread.native_id) == before
+
+
 def _status_line_for_huge_declared_body(port: int) -> str:
     """Declares 1 GiB and sends none of it: the answer must come without reading the body."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
