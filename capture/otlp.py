@@ -519,7 +519,6 @@ class _HttpServer(socketserver.ThreadingTCPServer):
         self.address_family = family
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        self._stopping = False
         self._wake_r, self._wake_w = os.pipe()
         super().__init__(address, handler, bind_and_activate=bind_and_activate)
 
@@ -527,12 +526,13 @@ class _HttpServer(socketserver.ThreadingTCPServer):
         with selectors.DefaultSelector() as selector:
             selector.register(self, selectors.EVENT_READ)
             selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping:
-                if any(key.fileobj is self for key, _ in selector.select()) and not self._stopping:
-                    self._handle_request_noblock()
+            while True:
+                ready = [key.fileobj for key, _ in selector.select()]
+                if self._wake_r in ready:  # stop_serving() wrote to the pipe
+                    return
+                self._handle_request_noblock()
 
     def stop_serving(self) -> None:
-        self._stopping = True
         os.write(self._wake_w, b"x")
 
     def server_close(self) -> None:
