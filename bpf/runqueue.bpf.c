@@ -127,20 +127,55 @@ static __always_inline bool wait_ended(__u64 stored, __u64 total, __u64 pcount, 
 
 /* -- tp_btf: direct loads --------------------------------------------- */
 
-/* task_in_target() with direct loads where BTF allows them (cheaper than
- * probe reads); the ancestor at a variable index still needs one */
-static __always_inline bool task_in_target_btf(struct task_struct *p)
+/* Whether a cgroup is under the target directory, and its id: both fixed for
+ * the cgroup's life. Reading them means following the cgroup to its ancestor
+ * and to both kernfs nodes, lines the scheduler never touches otherwise, at
+ * each context switch. So each CPU keeps what it found in a small cache keyed
+ * by the cgroup's serial_nr, which the kernel never gives to another cgroup:
+ * a hit needs no line beyond the cgroup's first (README, "Overhead
+ * benchmark"). A slot holds serial_nr + 1, so that an empty slot (0) never
+ * matches. */
+#define CG_SLOTS 64
+
+struct cg_known {
+	__u64 tag;		/* serial_nr + 1 */
+	__u64 id;		/* kernfs id: the cgroup_id of events and histograms */
+	__u64 in_target;	/* under the --cgroup directory (always, without one) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CG_SLOTS);
+	__type(key, __u32);
+	__type(value, struct cg_known);
+} cg_known SEC(".maps");
+
+/* what task_in_target() decides, for a cgroup; probe reads: a miss is rare */
+static __always_inline bool cgroup_in_target(struct cgroup *cg)
 {
-	struct cgroup *cg, *ancestor;
+	struct cgroup *ancestor;
 
 	if (!filter_cgroup)
 		return true;
-	cg = p->cgroups->dfl_cgrp;
-	if (!cg || cg->level < (int)target_cgroup_level)
+	if (BPF_CORE_READ(cg, level) < (int)target_cgroup_level)
 		return false;
 	if (bpf_core_read(&ancestor, sizeof(ancestor), &cg->ancestors[target_cgroup_level & 255]))
 		return false;
 	return BPF_CORE_READ(ancestor, kn, id) == target_cgroup_id;
+}
+
+/* the cache entry of `cg`, filled on a miss; NULL only if the map fails */
+static __always_inline struct cg_known *cgroup_known(struct cgroup *cg, __u64 serial)
+{
+	__u32 slot = serial & (CG_SLOTS - 1);
+	struct cg_known *k = bpf_map_lookup_elem(&cg_known, &slot);
+
+	if (k && k->tag != serial + 1) {
+		k->in_target = cgroup_in_target(cg);
+		k->id = BPF_CORE_READ(cg, kn, id);
+		k->tag = serial + 1;
+	}
+	return k;
 }
 
 SEC("tp_btf/sched_switch")
@@ -149,12 +184,16 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 	count_run();
 	struct cfs_rq *cfs = next->se.cfs_rq;   /* this CPU's: next is about to run here */
 	__u64 stored, delay, total;
+	struct cg_known *cg;
 	struct seen *seen;
 
 	if (steal_on)
 		ride_steal(steal_clock_btf(prev, next), prev, true);
+	if (!next->pid || !cfs)
+		return 0;
+	cg = cgroup_known(next->cgroups->dfl_cgrp, next->cgroups->dfl_cgrp->self.serial_nr);
 	/* with --cgroup, other tasks take no slot: their switches end here */
-	if (!next->pid || !cfs || !task_in_target_btf(next))
+	if (!cg || !cg->in_target)
 		return 0;
 	seen = seen_slot(next->pid, next->start_time, &stored);
 	if (!seen)
@@ -162,7 +201,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 	total = waited_total(next->sched_info.run_delay, next->sched_info.last_queued, cfs->rq->clock);
 	seen_store(seen, next->start_time, total + 1);
 	if (wait_ended(stored, total, next->sched_info.pcount, &delay))
-		record_delay(next, prev, bpf_ktime_get_ns(), delay, next->tgid, next->cgroups->dfl_cgrp->kn->id);
+		record_delay(next, prev, bpf_ktime_get_ns(), delay, next->tgid, cg->id);
 	return 0;
 }
 
@@ -178,11 +217,15 @@ int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev, struct ta
 	struct cfs_rq *cfs = BPF_CORE_READ(next, se.cfs_rq);
 	__u32 tid = BPF_CORE_READ(next, pid);
 	__u64 stored, delay, total, start_time;
+	struct cg_known *cg;
 	struct seen *seen;
 
 	if (steal_on)
 		ride_steal(steal_clock_raw(prev, next), prev, false);
-	if (!tid || !cfs || !task_in_target(next))
+	if (!tid || !cfs)
+		return 0;
+	cg = cgroup_known(BPF_CORE_READ(next, cgroups, dfl_cgrp), BPF_CORE_READ(next, cgroups, dfl_cgrp, self.serial_nr));
+	if (!cg || !cg->in_target)
 		return 0;
 	start_time = BPF_CORE_READ(next, start_time);
 	seen = seen_slot(tid, start_time, &stored);
@@ -192,6 +235,6 @@ int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev, struct ta
 			     BPF_CORE_READ(cfs, rq, clock));
 	seen_store(seen, start_time, total + 1);
 	if (wait_ended(stored, total, BPF_CORE_READ(next, sched_info.pcount), &delay))
-		record_delay(next, prev, bpf_ktime_get_ns(), delay, BPF_CORE_READ(next, tgid), task_cgroup_id(next));
+		record_delay(next, prev, bpf_ktime_get_ns(), delay, BPF_CORE_READ(next, tgid), cg->id);
 	return 0;
 }
