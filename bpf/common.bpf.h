@@ -63,17 +63,16 @@ static __always_inline void count_run(void)
 }
 
 /* the same directory by id and depth below the cgroup-v2 root, for a task that
- * is not the current one (the task woken up, the task switched to) */
+ * is not the current one (the task switched to): whether cgroup `cg` is under it */
 const volatile __u64 target_cgroup_id = 0;
 const volatile __u32 target_cgroup_level = 0;
 
-static __always_inline bool task_in_target(struct task_struct *t)
+static __always_inline bool cgroup_in_target(struct cgroup *cg)
 {
-	struct cgroup *cg, *ancestor;
+	struct cgroup *ancestor;
 
 	if (!filter_cgroup)
 		return true;
-	cg = BPF_CORE_READ(t, cgroups, dfl_cgrp);
 	if (!cg || BPF_CORE_READ(cg, level) < (int)target_cgroup_level)
 		return false;
 	if (bpf_core_read(&ancestor, sizeof(ancestor), &cg->ancestors[target_cgroup_level & 255]))

@@ -125,16 +125,14 @@ static __always_inline bool wait_ended(__u64 stored, __u64 total, __u64 pcount, 
 	return true;
 }
 
-/* -- tp_btf: direct loads --------------------------------------------- */
-
 /* Whether a cgroup is under the target directory, and its id: both fixed for
  * the cgroup's life. Reading them means following the cgroup to its ancestor
  * and to both kernfs nodes, lines the scheduler never touches otherwise, at
  * each context switch. So each CPU keeps what it found in a small cache keyed
  * by the cgroup's serial_nr, which the kernel never gives to another cgroup:
- * a hit needs no line beyond the cgroup's first (README, "Overhead
- * benchmark"). A slot holds serial_nr + 1, so that an empty slot (0) never
- * matches. */
+ * a hit reads the serial_nr and one slot of this CPU's, nothing further
+ * (README, "Overhead benchmark"). A slot holds serial_nr + 1, so that an
+ * empty slot (0) never matches. */
 #define CG_SLOTS 64
 
 struct cg_known {
@@ -150,20 +148,6 @@ struct {
 	__type(value, struct cg_known);
 } cg_known SEC(".maps");
 
-/* what task_in_target() decides, for a cgroup; probe reads: a miss is rare */
-static __always_inline bool cgroup_in_target(struct cgroup *cg)
-{
-	struct cgroup *ancestor;
-
-	if (!filter_cgroup)
-		return true;
-	if (BPF_CORE_READ(cg, level) < (int)target_cgroup_level)
-		return false;
-	if (bpf_core_read(&ancestor, sizeof(ancestor), &cg->ancestors[target_cgroup_level & 255]))
-		return false;
-	return BPF_CORE_READ(ancestor, kn, id) == target_cgroup_id;
-}
-
 /* the cache entry of `cg`, filled on a miss; NULL only if the map fails */
 static __always_inline struct cg_known *cgroup_known(struct cgroup *cg, __u64 serial)
 {
@@ -177,6 +161,8 @@ static __always_inline struct cg_known *cgroup_known(struct cgroup *cg, __u64 se
 	}
 	return k;
 }
+
+/* -- tp_btf: direct loads --------------------------------------------- */
 
 SEC("tp_btf/sched_switch")
 int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)

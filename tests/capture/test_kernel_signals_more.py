@@ -437,3 +437,30 @@ def test_cgroup_filter_keeps_runqueue_to_tasks_under_the_directory(recording, va
         WHERE signal = 'runqueue' AND kind = 'cgroup'""").fetchall()}
     assert inside_id in ids
     assert outside_id not in ids
+
+
+@pytest.mark.parametrize("variant", ["tp_btf", "raw_tp"])
+def test_cgroups_made_and_removed_while_recording_keep_their_own_ids_and_verdicts(recording, variant):
+    # the program caches each cgroup's id and verdict per CPU (bpf/runqueue.bpf.c): a cgroup
+    # made after the start, or one taking a removed cgroup's place, must not get another's
+    parent = _cgroup("slo-test-rq-churn")
+    made: list[tuple[int, bool]] = []  # (cgroup id, under the filter)
+    with recording(["runqueue"], cgroup=parent, variant=variant, hist_slice_ms=500) as rec:
+        for i in range(4):
+            for inside in (True, False):
+                cg = _cgroup(f"slo-test-rq-churn/c{i}" if inside else f"slo-test-rq-churn-out{i}")
+                try:
+                    procs = [_start_in(cg, HOG.format(s=0.5)) for _ in range(3)]
+                    for p in procs:
+                        assert p.wait(30) == 0
+                    made.append((cg.stat().st_ino, inside))
+                finally:
+                    cg.rmdir()
+    parent.rmdir()
+    import duckdb
+
+    ids = {r[0] for r in duckdb.sql(f"""
+        SELECT DISTINCT cgroup_id FROM read_parquet('{rec.run_dir}/kernel_hist/*.parquet')
+        WHERE signal = 'runqueue' AND kind = 'cgroup'""").fetchall()}
+    assert {i for i, inside in made if inside} <= ids
+    assert not {i for i, inside in made if not inside} & ids
