@@ -169,6 +169,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 {
 	count_run();
 	struct cfs_rq *cfs = next->se.cfs_rq;   /* this CPU's: next is about to run here */
+	struct cgroup *dfl = next->cgroups->dfl_cgrp;
 	__u64 stored, delay, total;
 	struct cg_known *cg;
 	struct seen *seen;
@@ -177,7 +178,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 		ride_steal(steal_clock_btf(prev, next), prev, true);
 	if (!next->pid || !cfs)
 		return 0;
-	cg = cgroup_known(next->cgroups->dfl_cgrp, next->cgroups->dfl_cgrp->self.serial_nr);
+	cg = cgroup_known(dfl, dfl->self.serial_nr);
 	/* with --cgroup, other tasks take no slot: their switches end here */
 	if (!cg || !cg->in_target)
 		return 0;
@@ -203,6 +204,7 @@ int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev, struct ta
 	struct cfs_rq *cfs = BPF_CORE_READ(next, se.cfs_rq);
 	__u32 tid = BPF_CORE_READ(next, pid);
 	__u64 stored, delay, total, start_time;
+	struct cgroup *dfl;
 	struct cg_known *cg;
 	struct seen *seen;
 
@@ -210,7 +212,8 @@ int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev, struct ta
 		ride_steal(steal_clock_raw(prev, next), prev, false);
 	if (!tid || !cfs)
 		return 0;
-	cg = cgroup_known(BPF_CORE_READ(next, cgroups, dfl_cgrp), BPF_CORE_READ(next, cgroups, dfl_cgrp, self.serial_nr));
+	dfl = BPF_CORE_READ(next, cgroups, dfl_cgrp);
+	cg = cgroup_known(dfl, BPF_CORE_READ(dfl, self.serial_nr));
 	if (!cg || !cg->in_target)
 		return 0;
 	start_time = BPF_CORE_READ(next, start_time);
